@@ -1,0 +1,172 @@
+//! The versioned envelope that wraps every job on the wire (docs/PROTOCOL.md).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ulid::Ulid;
+
+use crate::catalogue::JobPayload;
+
+/// The envelope version this crate writes and the daemon reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The Lua script a producer runs to enqueue one envelope:
+/// `EVAL <script> 0 <redis queue name> <envelope JSON>`. It validates the envelope's frame,
+/// honours the idempotency key and writes apalis-redis' key layout.
+pub const ENQUEUE_SCRIPT: &str = include_str!("enqueue.lua");
+
+/// One job as it travels through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Always [`ENVELOPE_VERSION`]; a daemon refuses versions it does not know.
+    pub v: u32,
+    /// A ULID: apalis-redis parses task ids as ULIDs, and its time part orders jobs.
+    pub id: Ulid,
+    pub kind: String,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+    /// A producer's key for "this job at most once": enqueueing a second envelope with the same
+    /// key on the same queue returns the first job's id instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Overrides the queue's configured attempt limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Run no earlier than this (one-second resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// Why bytes taken off the queue are not a job this daemon can run. Every message names what is
+/// wrong, because it ends up in the journal for an operator to read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the job is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the job is not a JSON object but {0}")]
+    NotAnObject(&'static str),
+    #[error("unsupported envelope version {0} (this daemon reads version {ENVELOPE_VERSION})")]
+    Version(String),
+    #[error("the envelope is malformed: {0}")]
+    Malformed(String),
+    #[error("unknown job kind `{0}`")]
+    UnknownKind(String),
+    #[error("the payload does not match kind `{kind}`: {reason}")]
+    PayloadMismatch { kind: String, reason: String },
+}
+
+impl Envelope {
+    /// A new envelope for a typed payload, created at `now`.
+    pub fn new<P: JobPayload>(payload: &P, now: DateTime<Utc>) -> Result<Self, EnvelopeError> {
+        let payload =
+            serde_json::to_value(payload).map_err(|e| EnvelopeError::PayloadMismatch {
+                kind: P::KIND.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::from_parts(P::KIND, payload, now))
+    }
+
+    /// A new envelope for a kind given by name, with an untyped payload (the CLI's path).
+    pub fn from_parts(kind: &str, payload: Value, now: DateTime<Utc>) -> Self {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: Ulid::from_datetime(now.into()),
+            kind: kind.to_owned(),
+            payload,
+            created_at: now,
+            idempotency_key: None,
+            max_attempts: None,
+            run_at: None,
+        }
+    }
+
+    /// Reads an envelope from the bytes stored in Redis.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let object = match &value {
+            Value::Object(object) => object,
+            Value::Null => return Err(EnvelopeError::NotAnObject("null")),
+            Value::Bool(_) => return Err(EnvelopeError::NotAnObject("a boolean")),
+            Value::Number(_) => return Err(EnvelopeError::NotAnObject("a number")),
+            Value::String(_) => return Err(EnvelopeError::NotAnObject("a string")),
+            Value::Array(_) => return Err(EnvelopeError::NotAnObject("an array")),
+        };
+        match object.get("v") {
+            Some(v) if v == &Value::from(ENVELOPE_VERSION) => {}
+            Some(v) => return Err(EnvelopeError::Version(v.to_string())),
+            None => return Err(EnvelopeError::Malformed("missing field `v`".to_owned())),
+        }
+        serde_json::from_value(value).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    /// The payload as the type of its kind.
+    pub fn payload_as<P: JobPayload>(&self) -> Result<P, EnvelopeError> {
+        P::deserialize(&self.payload).map_err(|e| EnvelopeError::PayloadMismatch {
+            kind: self.kind.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Sleep;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut env = Envelope::new(&Sleep { ms: 5 }, now()).unwrap();
+        env.idempotency_key = Some("attempt-42".into());
+        let back = Envelope::decode(env.encode().as_bytes()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.payload_as::<Sleep>().unwrap(), Sleep { ms: 5 });
+    }
+
+    #[test]
+    fn the_id_carries_the_creation_time() {
+        let env = Envelope::new(&Sleep { ms: 5 }, now()).unwrap();
+        assert_eq!(
+            DateTime::<Utc>::from(env.id.datetime()).timestamp(),
+            now().timestamp()
+        );
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "not valid JSON"),
+            (b"[1,2]", "not a JSON object but an array"),
+            (br#"{"v": 2}"#, "unsupported envelope version 2"),
+            (br#"{"kind": "diag.noop"}"#, "missing field `v`"),
+            (br#"{"v": 1, "kind": "diag.noop"}"#, "missing field `id`"),
+            (
+                br#"{"v":1,"id":"nope","kind":"diag.noop","payload":{},"created_at":"2026-11-22T10:00:00Z"}"#,
+                "the envelope is malformed",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let err = Envelope::decode(bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_type_names_the_kind_and_the_field() {
+        let env = Envelope::from_parts("diag.sleep", serde_json::json!({"ms": "ten"}), now());
+        let err = env.payload_as::<Sleep>().unwrap_err().to_string();
+        assert!(err.contains("kind `diag.sleep`"), "{err}");
+        assert!(err.contains("invalid type: string \"ten\""), "{err}");
+    }
+}

@@ -1,0 +1,158 @@
+//! `migrate`, `run` and `check`: bringing the daemon up and seeing that it can be.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{MIGRATOR, connect_postgres, output};
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::journal::Journal;
+use crate::pool;
+use crate::queue::RedisQueues;
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = connect_postgres(config).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("could not apply migrations")?;
+    println!("migrations are current");
+    Ok(())
+}
+
+pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
+    let queues = pool::select_queues(queues)?;
+    let config = Arc::new(config);
+    let pg = connect_postgres(&config).await?;
+    if config.postgres.migrate_on_start {
+        MIGRATOR
+            .run(&pg)
+            .await
+            .context("could not apply migrations")?;
+    }
+    let redis = RedisQueues::connect(&config).await?;
+    let (journal, writer) = Journal::spawn(pg, config.journal.max_batch);
+    let executor = Executor::new(config.clone(), journal, redis.clone());
+    let result = pool::run(config, executor, redis, &queues, shutdown_signal()).await;
+    // The writer ends when the last handle is gone, after its final batch; a handler abandoned
+    // at the shutdown timeout may still hold one, so do not wait for ever.
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the journal writer did not finish in time");
+    }
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[derive(Serialize)]
+struct CheckResult {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+pub async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
+    let mut results = vec![CheckResult {
+        check: "config",
+        ok: true,
+        detail: "valid".to_owned(),
+    }];
+    let redis = async {
+        let mut conn = crate::queue::connect(config).await?;
+        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+        anyhow::Ok(format!(
+            "{pong} from {}",
+            crate::queue::redacted(&config.redis.url)
+        ))
+    }
+    .await;
+    results.push(result("redis", redis));
+    let postgres = async {
+        let pool = connect_postgres(config).await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pool)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        let missing: Vec<String> = MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        anyhow::Ok((version, missing))
+    }
+    .await;
+    match postgres {
+        Ok((version, missing)) => {
+            results.push(CheckResult {
+                check: "postgres",
+                ok: true,
+                detail: format!("version {version}"),
+            });
+            results.push(CheckResult {
+                check: "migrations",
+                ok: missing.is_empty(),
+                detail: if missing.is_empty() {
+                    "current".to_owned()
+                } else {
+                    format!("pending: {} (run `quizworker migrate`)", missing.join(", "))
+                },
+            });
+        }
+        Err(e) => results.push(result("postgres", Err::<String, _>(e))),
+    }
+
+    if json {
+        output::print_json(&results)?;
+    } else {
+        let mut table = output::table(&["CHECK", "OK", "DETAIL"]);
+        for r in &results {
+            table.add_row(vec![r.check, if r.ok { "yes" } else { "NO" }, &r.detail]);
+        }
+        println!("{table}");
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.check).collect();
+    anyhow::ensure!(failed.is_empty(), "failed checks: {}", failed.join(", "));
+    Ok(())
+}
+
+fn result(check: &'static str, outcome: anyhow::Result<String>) -> CheckResult {
+    match outcome {
+        Ok(detail) => CheckResult {
+            check,
+            ok: true,
+            detail,
+        },
+        Err(e) => CheckResult {
+            check,
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+    }
+}

@@ -1,0 +1,327 @@
+//! `jobs list|show|retry|cancel`.
+
+use anyhow::{Context, bail};
+use quizworker_jobs::{ENVELOPE_VERSION, Envelope, Queue};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{connect_postgres, output};
+use crate::cli::JobsCommand;
+use crate::config::Config;
+use crate::executor::MALFORMED_KIND;
+use crate::journal::JobState;
+use crate::journal::store::{self, JobFilter, JobRow};
+use crate::queue::RedisQueues;
+
+pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List {
+            state,
+            queue,
+            kind,
+            limit,
+            json,
+        } => {
+            let filter = filter(state, queue, kind)?;
+            list(config, &filter, limit, json).await
+        }
+        JobsCommand::Show { id, json } => show(config, &id, json).await,
+        JobsCommand::Retry {
+            ids,
+            state,
+            queue,
+            kind,
+            yes,
+            json,
+        } => {
+            let filter = filter(state, queue, kind)?;
+            retry(config, ids, &filter, yes, json).await
+        }
+        JobsCommand::Cancel { ids, json } => cancel(config, &ids, json).await,
+    }
+}
+
+fn filter(
+    state: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+) -> anyhow::Result<JobFilter> {
+    let state = state
+        .map(|s| s.parse::<JobState>())
+        .transpose()
+        .context("in --state")?;
+    if let Some(queue) = &queue {
+        queue.parse::<Queue>().context("in --queue")?;
+    }
+    Ok(JobFilter { state, queue, kind })
+}
+
+async fn list(config: &Config, filter: &JobFilter, limit: i64, json: bool) -> anyhow::Result<()> {
+    let pool = connect_postgres(config).await?;
+    let jobs = store::list(&pool, filter, limit).await?;
+    if json {
+        return output::print_json(&jobs);
+    }
+    let mut table = output::table(&[
+        "ID", "QUEUE", "KIND", "STATE", "ATTEMPTS", "PROGRESS", "CREATED", "ERROR",
+    ]);
+    for job in &jobs {
+        table.add_row(vec![
+            job.id.clone(),
+            job.queue.clone(),
+            job.kind.clone(),
+            job.state.clone(),
+            format!("{}/{}", job.attempts, job.max_attempts),
+            format!("{}%", job.progress),
+            output::time(Some(job.created_at)),
+            output::cell(job.last_error.as_deref(), 60),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
+    let pool = connect_postgres(config).await?;
+    let Some(job) = store::get(&pool, id).await? else {
+        return show_waiting(config, id, json).await;
+    };
+    let attempts = store::attempts(&pool, id).await?;
+    if json {
+        let mut value = serde_json::to_value(&job)?;
+        value["attempt_history"] = serde_json::to_value(&attempts)?;
+        return output::print_json(&value);
+    }
+    println!("id           {}", job.id);
+    println!("kind         {}", job.kind);
+    println!("queue        {}", job.queue);
+    println!("state        {}", job.state);
+    println!("attempts     {} of {}", job.attempts, job.max_attempts);
+    println!(
+        "progress     {}%{}",
+        job.progress,
+        job.progress_message
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    println!("created      {}", output::time(Some(job.created_at)));
+    if job.scheduled_at.is_some() {
+        println!("next run     {}", output::time(job.scheduled_at));
+    }
+    println!("last started {}", output::time(job.attempted_at));
+    println!("finished     {}", output::time(job.finished_at));
+    if let Some(key) = &job.idempotency_key {
+        println!("idempotency  {key}");
+    }
+    if let Some(error) = &job.last_error {
+        println!("error        {error}");
+    }
+    println!("payload      {}", job.payload);
+    if let Some(result) = &job.result {
+        println!("result       {result}");
+    }
+    let mut table = output::table(&[
+        "ATTEMPT", "WORKER", "STARTED", "DURATION", "OUTCOME", "ERROR",
+    ]);
+    for a in &attempts {
+        table.add_row(vec![
+            a.attempt.to_string(),
+            a.worker.clone(),
+            output::time(Some(a.started_at)),
+            a.duration_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "-".into()),
+            a.outcome.clone(),
+            output::cell(a.error.as_deref(), 80),
+        ]);
+    }
+    println!("\n{table}");
+    Ok(())
+}
+
+/// A job the journal does not know yet may still wait in Redis: it has not run.
+async fn show_waiting(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
+    let redis = RedisQueues::connect(config).await?;
+    let Some((queue, envelope)) = find_in_redis(&redis, id).await? else {
+        bail!("no job with id {id}");
+    };
+    let state = if envelope.run_at.is_some_and(|t| t > chrono::Utc::now()) {
+        JobState::Scheduled
+    } else {
+        JobState::Queued
+    };
+    if json {
+        return output::print_json(&json!({
+            "id": id, "queue": queue.name(), "kind": envelope.kind, "state": state,
+            "attempts": 0, "max_attempts": envelope.max_attempts
+                .unwrap_or(config.queue(queue).max_attempts),
+            "progress": 0, "error": null, "payload": envelope.payload,
+            "created_at": envelope.created_at, "scheduled_at": envelope.run_at,
+            "finished_at": null, "attempt_history": [],
+        }));
+    }
+    println!("id           {id}");
+    println!("kind         {}", envelope.kind);
+    println!("queue        {queue}");
+    println!("state        {state} (waiting in Redis; it has not run yet)");
+    println!("created      {}", output::time(Some(envelope.created_at)));
+    if let Some(run_at) = envelope.run_at {
+        println!("runs at      {}", output::time(Some(run_at)));
+    }
+    println!("payload      {}", envelope.payload);
+    Ok(())
+}
+
+async fn find_in_redis(redis: &RedisQueues, id: &str) -> anyhow::Result<Option<(Queue, Envelope)>> {
+    for queue in Queue::ALL {
+        if let Some(raw) = redis.stored_job(queue, id).await? {
+            let envelope = Envelope::decode(&raw)
+                .with_context(|| format!("job {id} in Redis is malformed"))?;
+            return Ok(Some((queue, envelope)));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Serialize)]
+struct RetryReport {
+    retried: Vec<String>,
+    skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize)]
+struct Skipped {
+    id: String,
+    reason: String,
+}
+
+async fn retry(
+    config: &Config,
+    ids: Vec<String>,
+    filter: &JobFilter,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bulk = filter.state.is_some() || filter.queue.is_some() || filter.kind.is_some();
+    if ids.is_empty() == !bulk {
+        bail!("give job ids, or --state (with --queue/--kind) for a bulk retry, not both");
+    }
+    let pool = connect_postgres(config).await?;
+    let ids = if bulk {
+        let matching = store::ids_matching(&pool, filter).await?;
+        if !yes {
+            println!(
+                "{} job(s) match; run again with --yes to retry them",
+                matching.len()
+            );
+            return Ok(());
+        }
+        matching
+    } else {
+        ids
+    };
+
+    let redis = RedisQueues::connect(config).await?;
+    let mut report = RetryReport {
+        retried: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut retryable = Vec::new();
+    for id in &ids {
+        match store::get(&pool, id).await? {
+            None => report.skipped.push(Skipped {
+                id: id.clone(),
+                reason: "no such job in the journal".into(),
+            }),
+            Some(job) if job.kind == MALFORMED_KIND => report.skipped.push(Skipped {
+                id: id.clone(),
+                reason:
+                    "its envelope is malformed; a retry cannot mend it, enqueue a corrected job"
+                        .into(),
+            }),
+            Some(job) if job.state != "failed" && job.state != "cancelled" => {
+                report.skipped.push(Skipped {
+                    id: id.clone(),
+                    reason: format!(
+                        "it is {}, only failed or cancelled jobs are retried",
+                        job.state
+                    ),
+                })
+            }
+            Some(_) => retryable.push(id.clone()),
+        }
+    }
+    for job in store::mark_for_retry(&pool, &retryable).await? {
+        let (queue, envelope) = envelope_of(&job)?;
+        redis.requeue(queue, &envelope).await?;
+        report.retried.push(job.id);
+    }
+
+    if json {
+        output::print_json(&report)?;
+    } else {
+        println!("retried {} job(s)", report.retried.len());
+        for skipped in &report.skipped {
+            println!("skipped {}: {}", skipped.id, skipped.reason);
+        }
+    }
+    if !bulk && report.retried.is_empty() {
+        bail!("no job was retried");
+    }
+    Ok(())
+}
+
+/// The envelope of a journaled job, rebuilt for re-pushing.
+fn envelope_of(job: &JobRow) -> anyhow::Result<(Queue, Envelope)> {
+    let queue: Queue = job.queue.parse()?;
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        id: job
+            .id
+            .parse()
+            .with_context(|| format!("job id {} is not a ULID", job.id))?,
+        kind: job.kind.clone(),
+        payload: job.payload.clone(),
+        created_at: job.created_at,
+        idempotency_key: job.idempotency_key.clone(),
+        max_attempts: u32::try_from(job.max_attempts).ok(),
+        run_at: None,
+    };
+    Ok((queue, envelope))
+}
+
+async fn cancel(config: &Config, ids: &[String], json: bool) -> anyhow::Result<()> {
+    let pool = connect_postgres(config).await?;
+    let redis = RedisQueues::connect(config).await?;
+    let mut cancelled = Vec::new();
+    let mut errors = Vec::new();
+    for id in ids {
+        if let Some(queue) = store::cancel(&pool, id).await? {
+            redis.remove_waiting(queue.parse()?, id).await?;
+            cancelled.push(id.clone());
+        } else if let Some(job) = store::get(&pool, id).await? {
+            errors.push(format!("job {id} is already {}", job.state));
+        } else if let Some((queue, envelope)) = find_in_redis(&redis, id).await? {
+            let max_attempts = envelope
+                .max_attempts
+                .unwrap_or(config.queue(queue).max_attempts);
+            store::insert_cancelled(&pool, queue.name(), &envelope, max_attempts).await?;
+            redis.remove_waiting(queue, id).await?;
+            cancelled.push(id.clone());
+        } else {
+            errors.push(format!("no job with id {id}"));
+        }
+    }
+    if json {
+        output::print_json(&json!({ "cancelled": cancelled, "errors": errors }))?;
+    } else {
+        for id in &cancelled {
+            println!("cancelled {id}");
+        }
+    }
+    if !errors.is_empty() {
+        bail!(errors.join("; "));
+    }
+    Ok(())
+}

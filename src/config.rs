@@ -1,0 +1,261 @@
+//! The daemon's configuration: read once from `config.toml`, then the environment, validated
+//! once, and passed down. Secrets (passwords in URLs) come from the environment, not the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use quizworker_jobs::Queue;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    pub worker: WorkerConfig,
+    pub journal: JournalConfig,
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Put before every queue name, so several deployments (or tests) can share one Redis.
+    pub prefix: String,
+    /// apalis-redis treats a Redis call slower than this as fatal to the worker; its own default
+    /// (500 ms) is too tight for a busy Redis.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub max_connections: u32,
+    /// Apply pending migrations when `run` starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// How often each worker tells Redis it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// After this many missed heartbeats another process takes a worker's jobs back.
+    pub missed_heartbeats: u32,
+    /// How often an idle worker looks for due scheduled jobs; new jobs wake it at once.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Jobs taken from Redis in one call.
+    pub fetch_batch: usize,
+    /// On SIGTERM, how long running jobs may take to finish before they go back to the queue.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How often the process checks which queues an operator paused.
+    #[serde(with = "humantime_serde")]
+    pub pause_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// The most state changes written in one round trip.
+    pub max_batch: usize,
+    /// The least time between two progress writes of one job.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Jobs of this queue run at once in one process.
+    pub concurrency: usize,
+    /// One attempt longer than this fails (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before a job fails for good, unless its envelope says otherwise.
+    pub max_attempts: u32,
+    pub backoff: BackoffConfig,
+}
+
+/// Exponential backoff with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random
+/// part of `jitter` of it is taken off, so retries of jobs that failed together spread out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cap: Duration,
+    pub jitter: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let queue = |concurrency, timeout_secs, max_attempts| QueueConfig {
+            concurrency,
+            timeout: Duration::from_secs(timeout_secs),
+            max_attempts,
+            backoff: BackoffConfig {
+                base: Duration::from_secs(2),
+                cap: Duration::from_secs(600),
+                jitter: 0.2,
+            },
+        };
+        Config {
+            redis: RedisConfig {
+                url: "redis://127.0.0.1:6379".into(),
+                prefix: "quizworker:".into(),
+                response_timeout: Duration::from_secs(5),
+            },
+            postgres: PostgresConfig {
+                url: "postgres://postgres@127.0.0.1:5432/quizworker".into(),
+                max_connections: 10,
+                migrate_on_start: true,
+            },
+            worker: WorkerConfig {
+                heartbeat_interval: Duration::from_secs(5),
+                missed_heartbeats: 3,
+                poll_interval: Duration::from_millis(250),
+                fetch_batch: 200,
+                shutdown_timeout: Duration::from_secs(30),
+                pause_check_interval: Duration::from_millis(250),
+            },
+            journal: JournalConfig {
+                max_batch: 2000,
+                progress_interval: Duration::from_millis(500),
+            },
+            queues: BTreeMap::from([
+                ("default".into(), queue(200, 60, 5)),
+                ("scoring".into(), queue(16, 300, 5)),
+                ("emails".into(), queue(16, 60, 8)),
+                ("exports".into(), queue(4, 900, 3)),
+                ("ai".into(), queue(8, 120, 5)),
+                ("indexing".into(), queue(8, 300, 5)),
+            ]),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if it exists), then `QUIZWORKER_*` variables (`__` separates
+    /// levels: `QUIZWORKER_QUEUES__SCORING__CONCURRENCY=32`), then `REDIS_URL` and `DATABASE_URL`.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("QUIZWORKER_").split("__").ignore(&["CONFIG"]))
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "postgres.url".into()),
+            );
+        let config: Config = figment
+            .extract()
+            .with_context(|| format!("invalid configuration (file {})", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for name in self.queues.keys() {
+            name.parse::<Queue>()
+                .with_context(|| format!("in [queues.{name}]"))?;
+        }
+        for queue in Queue::ALL {
+            let Some(q) = self.queues.get(queue.name()) else {
+                bail!("[queues.{queue}] is missing: every queue needs its settings");
+            };
+            if q.concurrency == 0 {
+                bail!("queues.{queue}.concurrency must be at least 1");
+            }
+            if q.max_attempts == 0 {
+                bail!("queues.{queue}.max_attempts must be at least 1");
+            }
+            if q.timeout.is_zero() {
+                bail!("queues.{queue}.timeout must be more than 0s");
+            }
+            let b = q.backoff;
+            if b.base.is_zero() || b.cap < b.base {
+                bail!("queues.{queue}.backoff needs 0 < base <= cap (got base {b:?})");
+            }
+            if !(0.0..=1.0).contains(&b.jitter) {
+                bail!(
+                    "queues.{queue}.backoff.jitter must be between 0 and 1 (got {})",
+                    b.jitter
+                );
+            }
+        }
+        if self.worker.fetch_batch == 0 {
+            bail!("worker.fetch_batch must be at least 1");
+        }
+        if self.worker.missed_heartbeats == 0 {
+            bail!("worker.missed_heartbeats must be at least 1");
+        }
+        if self.journal.max_batch == 0 {
+            bail!("journal.max_batch must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn queue(&self, queue: Queue) -> &QueueConfig {
+        // validate() made sure every queue has its settings.
+        &self.queues[queue.name()]
+    }
+
+    /// The name apalis-redis uses for a queue: every key of the queue starts with it.
+    pub fn redis_queue_name(&self, queue: Queue) -> String {
+        format!("{}{}", self.redis.prefix, queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let from_file: Config = toml_from_str(&text);
+        from_file.validate().unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap(),
+            "config.toml and Config::default() disagree"
+        );
+    }
+
+    fn toml_from_str(text: &str) -> Config {
+        Figment::from(Toml::string(text)).extract().unwrap()
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let mut config = Config::default();
+        config.queues.get_mut("emails").unwrap().backoff.jitter = 2.0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("queues.emails.backoff.jitter"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_queue_is_named() {
+        let mut config = Config::default();
+        let q = config.queues["default"].clone();
+        config.queues.insert("scorng".into(), q);
+        let err = format!("{:#}", config.validate().unwrap_err());
+        assert!(err.contains("unknown queue `scorng`"), "{err}");
+    }
+}

@@ -1,0 +1,266 @@
+//! The executor runs one job taken off a queue, as a named pipeline: read the envelope, record
+//! the attempt's start, run the handler under its timeout, turn the outcome into a state
+//! (completed, retrying after a backoff, failed), record it, and schedule the retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use quizworker_jobs::{Envelope, Queue};
+use serde_json::Value;
+use ulid::Ulid;
+
+use crate::backoff;
+use crate::config::Config;
+use crate::handlers::{self, JobContext, JobError};
+use crate::journal::{self, Finish, JobStart, Journal, StartOutcome};
+use crate::queue::RedisQueues;
+
+/// The kind recorded for a job whose envelope could not be read.
+pub const MALFORMED_KIND: &str = "(malformed)";
+
+#[derive(Clone)]
+pub struct Executor {
+    config: Arc<Config>,
+    journal: Journal,
+    queues: RedisQueues,
+    /// Attempts under way in this process, so that shutdown can record the ones it abandons.
+    running: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Executor {
+    pub fn new(config: Arc<Config>, journal: Journal, queues: RedisQueues) -> Self {
+        Executor {
+            config,
+            journal,
+            queues,
+            running: Arc::default(),
+        }
+    }
+
+    /// Runs one job. Every outcome, bad input included, ends up in the journal; nothing here
+    /// returns an error to the transport, because retries are ours to decide.
+    pub async fn execute(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) {
+        let decoded = Envelope::decode(raw).and_then(|envelope| {
+            if envelope.id.to_string() == id {
+                Ok(envelope)
+            } else {
+                Err(quizworker_jobs::EnvelopeError::Malformed(format!(
+                    "the envelope's id {} differs from its Redis id {id}",
+                    envelope.id
+                )))
+            }
+        });
+        let start = match &decoded {
+            Ok(envelope) => JobStart {
+                id: id.to_owned(),
+                queue: queue.to_string(),
+                kind: journal::sanitize_text(&envelope.kind),
+                payload: journal::sanitize_json(envelope.payload.clone()),
+                idempotency_key: envelope
+                    .idempotency_key
+                    .as_deref()
+                    .map(journal::sanitize_text),
+                max_attempts: envelope
+                    .max_attempts
+                    .unwrap_or(self.config.queue(queue).max_attempts),
+                created_at: envelope.created_at,
+                worker: worker.to_owned(),
+            },
+            Err(_) => malformed_start(queue, worker, id, raw),
+        };
+
+        let (attempt, max_attempts) = match self.journal.start(start).await {
+            Ok(StartOutcome::Run {
+                attempt,
+                max_attempts,
+            }) => (attempt, max_attempts),
+            Ok(StartOutcome::Skip(state)) => {
+                tracing::info!(job = id, %queue, %state, "not running a job that is already {state}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = id, %queue, error = %e, "could not journal the start of a job; it is not run");
+                return;
+            }
+        };
+
+        let envelope = match decoded {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(job = id, %queue, error = %e, "malformed job");
+                self.record(
+                    id,
+                    attempt,
+                    Finish::Failed {
+                        error: e.to_string(),
+                    },
+                )
+                .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("job", job = id, kind = %envelope.kind, %queue, attempt);
+        let _entered = span.enter();
+        if attempt > max_attempts {
+            let error = format!(
+                "attempt {attempt} is over the limit of {max_attempts}: the earlier attempts were lost when their worker process died"
+            );
+            tracing::warn!("{error}");
+            self.record(id, attempt, Finish::Failed { error }).await;
+            return;
+        }
+
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), attempt);
+        let outcome = self
+            .run_handler(queue, envelope, attempt, max_attempts)
+            .await;
+        let finish = self.decide(queue, attempt, max_attempts, outcome);
+        match &finish {
+            Finish::Completed { .. } => tracing::debug!("completed"),
+            Finish::Retrying { error, run_at } => {
+                tracing::info!(%error, %run_at, "attempt failed; will retry")
+            }
+            Finish::Failed { error } => tracing::warn!(%error, "job failed"),
+            Finish::Interrupted => {}
+        }
+        let retry_at = match &finish {
+            Finish::Retrying { run_at, .. } => Some(*run_at),
+            _ => None,
+        };
+        self.record(id, attempt, finish).await;
+        if let Some(run_at) = retry_at
+            && let Err(e) = self.queues.schedule_retry(queue, id, run_at).await
+        {
+            tracing::error!(error = %e, "could not schedule the retry in Redis; the journal still has it as retrying");
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The handler runs in its own task: a panic is caught there, and a CPU-heavy job does not
+    /// hold up the worker that feeds the others.
+    async fn run_handler(
+        &self,
+        queue: Queue,
+        envelope: Envelope,
+        attempt: u32,
+        max_attempts: u32,
+    ) -> Result<Value, JobError> {
+        let ctx = JobContext::new(
+            envelope.id.to_string(),
+            attempt,
+            max_attempts,
+            self.journal.clone(),
+            self.config.journal.progress_interval,
+        );
+        let timeout = self.config.queue(queue).timeout;
+        let span = tracing::Span::current();
+        let mut task = tokio::spawn(tracing::Instrument::instrument(
+            async move { handlers::dispatch(&envelope, &ctx).await },
+            span,
+        ));
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) if join_error.is_panic() => {
+                let panic = join_error.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic".to_owned());
+                Err(JobError::Transient(format!(
+                    "the handler panicked: {message}"
+                )))
+            }
+            Ok(Err(_)) => Err(JobError::Transient("the handler was cancelled".to_owned())),
+            Err(_) => {
+                task.abort();
+                Err(JobError::Transient(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                )))
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        queue: Queue,
+        attempt: u32,
+        max_attempts: u32,
+        outcome: Result<Value, JobError>,
+    ) -> Finish {
+        match outcome {
+            Ok(result) => Finish::Completed {
+                result: journal::sanitize_json(result),
+            },
+            Err(JobError::Permanent(error)) => Finish::Failed {
+                error: journal::sanitize_text(&error),
+            },
+            Err(JobError::Transient(error)) if attempt < max_attempts => {
+                let wait = backoff::delay(
+                    &self.config.queue(queue).backoff,
+                    attempt,
+                    rand::random::<f64>(),
+                );
+                Finish::Retrying {
+                    error: journal::sanitize_text(&error),
+                    run_at: Utc::now() + wait,
+                }
+            }
+            Err(JobError::Transient(error)) => Finish::Failed {
+                error: journal::sanitize_text(&format!(
+                    "{error} (attempt {attempt} of {max_attempts}: no attempts left)"
+                )),
+            },
+        }
+    }
+
+    async fn record(&self, id: &str, attempt: u32, finish: Finish) {
+        if let Err(e) = self.journal.finish(id, attempt, finish).await {
+            tracing::error!(job = id, error = %e, "could not journal the end of an attempt");
+        }
+    }
+
+    /// Records every attempt still under way as interrupted (its job back to queued). Called at
+    /// shutdown once the wait for running jobs is over.
+    pub async fn interrupt_running(&self) -> usize {
+        let running: Vec<(String, u32)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (id, attempt) in &running {
+            self.record(id, *attempt, Finish::Interrupted).await;
+        }
+        running.len()
+    }
+}
+
+/// The journal entry of a job whose envelope cannot be read: the raw text kept for the
+/// operator, one attempt allowed.
+fn malformed_start(queue: Queue, worker: &str, id: &str, raw: &[u8]) -> JobStart {
+    let payload = serde_json::from_slice::<Value>(raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
+    let created_at = id
+        .parse::<Ulid>()
+        .map(|ulid| DateTime::<Utc>::from(ulid.datetime()))
+        .unwrap_or_else(|_| Utc::now());
+    JobStart {
+        id: id.to_owned(),
+        queue: queue.to_string(),
+        kind: MALFORMED_KIND.to_owned(),
+        payload: journal::sanitize_json(payload),
+        idempotency_key: None,
+        max_attempts: 1,
+        created_at,
+        worker: worker.to_owned(),
+    }
+}

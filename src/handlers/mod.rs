@@ -1,0 +1,88 @@
+//! The job handlers: one module per job family, one dispatch point. A handler sees a typed
+//! payload and a [`JobContext`], never Redis or the journal.
+
+mod diag;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use quizworker_jobs::diag::{Fail, Noop, Sleep};
+use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
+use serde_json::Value;
+
+use crate::journal::Journal;
+
+/// How an attempt failed, which decides whether it is retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// No retry can mend it (the payload does not validate, the kind is unknown, ...).
+    #[error("{0}")]
+    Permanent(String),
+    /// Worth another attempt after a backoff (a dependency failed, a timeout, ...).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<EnvelopeError> for JobError {
+    fn from(e: EnvelopeError) -> Self {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+/// What a handler may know of and do to its job beyond the payload.
+pub struct JobContext {
+    pub id: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    journal: Journal,
+    progress_interval: Duration,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+impl JobContext {
+    pub fn new(
+        id: String,
+        attempt: u32,
+        max_attempts: u32,
+        journal: Journal,
+        progress_interval: Duration,
+    ) -> Self {
+        JobContext {
+            id,
+            attempt,
+            max_attempts,
+            journal,
+            progress_interval,
+            last_progress: Mutex::new(None),
+        }
+    }
+
+    /// Reports progress. Writes are throttled to one per `journal.progress_interval`, so a
+    /// handler may call this as often as it likes; 100% is always written.
+    pub fn progress(&self, percent: u8, message: impl Into<String>) {
+        let now = Instant::now();
+        {
+            let mut last = self
+                .last_progress
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if percent < 100 && last.is_some_and(|t| now - t < self.progress_interval) {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.journal
+            .progress(&self.id, percent, Some(message.into()));
+    }
+}
+
+/// Runs the handler of the envelope's kind.
+pub async fn dispatch(envelope: &Envelope, ctx: &JobContext) -> Result<Value, JobError> {
+    match envelope.kind.as_str() {
+        Noop::KIND => diag::noop(envelope.payload_as()?).await,
+        Sleep::KIND => diag::sleep(envelope.payload_as()?, ctx).await,
+        Fail::KIND => diag::fail(envelope.payload_as()?, ctx).await,
+        other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
+    }
+}

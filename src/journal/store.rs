@@ -1,0 +1,199 @@
+//! The operator's queries and changes on the journal: listing, showing, retrying, cancelling
+//! and counting jobs. The daemon's own writes are in `writer`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::JobState;
+
+/// A job as the CLI shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub queue: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub progress: i16,
+    pub progress_message: Option<String>,
+    #[serde(rename = "error")]
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub payload: Value,
+    pub idempotency_key: Option<String>,
+    pub worker: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Which jobs an operator means; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// The columns of [`JobRow`]; a macro so that queries stay static strings.
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, state, attempts, max_attempts, progress, progress_message, last_error, \
+         result, payload, idempotency_key, worker, created_at, scheduled_at, attempted_at, \
+         finished_at"
+    };
+}
+
+pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs
+          WHERE ($1::text IS NULL OR state = $1)
+            AND ($2::text IS NULL OR queue = $2)
+            AND ($3::text IS NULL OR kind = $3)
+          ORDER BY created_at DESC, id DESC
+          LIMIT $4"
+    ))
+    .bind(filter.state.map(JobState::as_str))
+    .bind(filter.queue.as_deref())
+    .bind(filter.kind.as_deref())
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: &str) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn attempts(pool: &PgPool, id: &str) -> sqlx::Result<Vec<AttemptRow>> {
+    sqlx::query_as(
+        "SELECT attempt, worker, started_at, finished_at, duration_ms, outcome, error
+           FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The ids of the jobs a bulk retry would touch.
+pub async fn ids_matching(pool: &PgPool, filter: &JobFilter) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM jobs
+          WHERE ($1::text IS NULL OR state = $1)
+            AND ($2::text IS NULL OR queue = $2)
+            AND ($3::text IS NULL OR kind = $3)
+          ORDER BY id",
+    )
+    .bind(filter.state.map(JobState::as_str))
+    .bind(filter.queue.as_deref())
+    .bind(filter.kind.as_deref())
+    .fetch_all(pool)
+    .await
+}
+
+/// Moves failed or cancelled jobs back to queued, each with at least one attempt left, and
+/// returns them so the caller can push them to Redis. Jobs in other states are left alone.
+pub async fn mark_for_retry(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(concat!(
+        "UPDATE jobs
+            SET state = 'queued', max_attempts = GREATEST(max_attempts, attempts + 1),
+                finished_at = NULL, scheduled_at = NULL, updated_at = now()
+          WHERE id = ANY($1) AND state IN ('failed', 'cancelled')
+      RETURNING ",
+        job_columns!()
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Cancels a job that has not finished; returns its queue, or `None` when there was nothing
+/// to cancel.
+pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now(), scheduled_at = NULL,
+                         updated_at = now()
+          WHERE id = $1 AND state NOT IN ('completed', 'failed', 'cancelled')
+      RETURNING queue",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Journals a job that only Redis knew of (it never ran) as cancelled.
+pub async fn insert_cancelled(
+    pool: &PgPool,
+    queue: &str,
+    envelope: &quizworker_jobs::Envelope,
+    max_attempts: u32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
+                           created_at, finished_at)
+         VALUES ($1, $2, $3, $4, 'cancelled', $5, $6, $7, now())
+         ON CONFLICT (id) DO UPDATE SET state = 'cancelled', finished_at = now(), updated_at = now()
+          WHERE jobs.state NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(envelope.id.to_string())
+    .bind(queue)
+    .bind(super::sanitize_text(&envelope.kind))
+    .bind(super::sanitize_json(envelope.payload.clone()))
+    .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+    .bind(envelope.idempotency_key.as_deref())
+    .bind(envelope.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Per queue, how many journaled jobs are in each live state, failed, and completed lately.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct QueueStats {
+    pub queue: String,
+    pub running: i64,
+    pub retrying: i64,
+    pub failed: i64,
+    pub completed_last_hour: i64,
+}
+
+pub async fn queue_stats(pool: &PgPool) -> sqlx::Result<Vec<QueueStats>> {
+    sqlx::query_as(
+        "SELECT queue,
+                count(*) FILTER (WHERE state = 'running') AS running,
+                count(*) FILTER (WHERE state = 'retrying') AS retrying,
+                count(*) FILTER (WHERE state = 'failed') AS failed,
+                count(*) FILTER (WHERE state = 'completed'
+                                   AND finished_at > now() - interval '1 hour') AS completed_last_hour
+           FROM jobs
+          WHERE state IN ('running', 'retrying', 'failed')
+             OR (state = 'completed' AND finished_at > now() - interval '1 hour')
+          GROUP BY queue",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,450 @@
+//! The journal writer: one task that takes the state changes of every running job and writes
+//! them in batches, so that journaling costs a few statements per batch instead of several per
+//! job. Callers wait for their change to be committed: a job starts only once its attempt is on
+//! record, which is what lets a crash be counted against the attempt limit.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::JobState;
+
+/// What the journal needs to know when an attempt starts.
+#[derive(Debug, Clone)]
+pub struct JobStart {
+    pub id: String,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub worker: String,
+}
+
+/// Whether the job should run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Run it: this is attempt `attempt` of at most `max_attempts`.
+    Run { attempt: u32, max_attempts: u32 },
+    /// Do not run it: it is already finished (a second delivery) or was cancelled.
+    Skip(JobState),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Completed {
+        result: Value,
+    },
+    Retrying {
+        error: String,
+        run_at: DateTime<Utc>,
+    },
+    Failed {
+        error: String,
+    },
+    /// Handed back to the queue at shutdown before it could finish.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The writer has stopped: the process is shutting down.
+    #[error("the journal writer has stopped")]
+    Closed,
+    /// Postgres refused this change on its own (not the connection): a bug or bad data.
+    #[error("Postgres refused the journal write: {0}")]
+    Rejected(String),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+enum Command {
+    Start(JobStart, Reply<StartOutcome>),
+    Finish {
+        id: String,
+        attempt: u32,
+        finish: Finish,
+        reply: Reply<()>,
+    },
+    Progress {
+        id: String,
+        percent: u8,
+        message: Option<String>,
+    },
+}
+
+/// A handle to the writer; clone it freely.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Journal {
+    /// Starts the writer task. It ends when every handle is dropped and the last batch is written.
+    pub fn spawn(pool: PgPool, max_batch: usize) -> (Journal, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(max_batch * 2);
+        let handle = tokio::spawn(run_writer(pool, rx, max_batch));
+        (Journal { tx }, handle)
+    }
+
+    pub async fn start(&self, job: JobStart) -> Result<StartOutcome, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Start(job, reply)).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    pub async fn finish(&self, id: &str, attempt: u32, finish: Finish) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Finish {
+            id: id.to_owned(),
+            attempt,
+            finish,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Progress is advisory: when the writer is saturated the update is dropped, never waited on.
+    pub fn progress(&self, id: &str, percent: u8, message: Option<String>) {
+        let _ = self.tx.try_send(Command::Progress {
+            id: id.to_owned(),
+            percent: percent.min(100),
+            message,
+        });
+    }
+
+    async fn send(&self, command: Command) -> Result<(), JournalError> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| JournalError::Closed)
+    }
+}
+
+async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    // Under load the batch fills while the previous one is being written: no timer is needed
+    // to coalesce, and a lone change is written at once.
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        write_with_retry(&pool, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Writes a batch, waiting out Postgres outages with backoff: a change is never dropped
+/// because the database was briefly away.
+async fn write_with_retry(pool: &PgPool, batch: Vec<Command>) {
+    let mut parts = Batch::from(batch);
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match parts.write(pool).await {
+            Ok(()) => return,
+            Err(sqlx::Error::Database(e)) => {
+                tracing::error!(error = %e, "journal batch refused; writing its changes one by one");
+                parts.write_one_by_one(pool).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "journal write failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    starts: Vec<(JobStart, Reply<StartOutcome>)>,
+    finishes: Vec<(String, u32, Finish, Reply<()>)>,
+    progress: HashMap<String, (u8, Option<String>)>,
+}
+
+impl From<Vec<Command>> for Batch {
+    fn from(commands: Vec<Command>) -> Self {
+        let mut batch = Batch::default();
+        for command in commands {
+            match command {
+                Command::Start(job, reply) => batch.starts.push((job, reply)),
+                Command::Finish {
+                    id,
+                    attempt,
+                    finish,
+                    reply,
+                } => batch.finishes.push((id, attempt, finish, reply)),
+                Command::Progress {
+                    id,
+                    percent,
+                    message,
+                } => {
+                    batch.progress.insert(id, (percent, message));
+                }
+            }
+        }
+        batch
+    }
+}
+
+impl Batch {
+    /// One transaction: finishes, then starts (an upsert cannot touch one row twice, so a job
+    /// delivered twice in one batch starts in a second round), then progress. Replies go out
+    /// only after the commit.
+    async fn write(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        write_finishes(&mut tx, &self.finishes).await?;
+        let mut outcomes = Vec::with_capacity(self.starts.len());
+        let mut pending: Vec<&JobStart> = self.starts.iter().map(|(job, _)| job).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<&JobStart>, Vec<&JobStart>) =
+                pending.into_iter().partition(|job| seen.insert(&job.id));
+            outcomes.extend(write_starts(&mut tx, &round).await?);
+            pending = later;
+        }
+        write_progress(&mut tx, &self.progress).await?;
+        tx.commit().await?;
+
+        for (_, _, _, reply) in self.finishes.drain(..) {
+            let _ = reply.send(Ok(()));
+        }
+        // Rounds preserve the order of first occurrences; match replies by id and occurrence.
+        let mut by_id: HashMap<String, Vec<StartOutcome>> = HashMap::new();
+        for (id, outcome) in outcomes.into_iter().rev() {
+            by_id.entry(id).or_default().push(outcome);
+        }
+        for (job, reply) in self.starts.drain(..) {
+            let outcome = by_id
+                .get_mut(&job.id)
+                .and_then(Vec::pop)
+                .ok_or_else(|| JournalError::Rejected(format!("no start recorded for {}", job.id)));
+            let _ = reply.send(outcome);
+        }
+        self.progress.clear();
+        Ok(())
+    }
+
+    /// After Postgres refused a whole batch: each change alone, so one bad change fails alone.
+    async fn write_one_by_one(self, pool: &PgPool) {
+        for (job, reply) in self.starts {
+            let mut single = Batch {
+                starts: Vec::new(),
+                ..Batch::default()
+            };
+            let (tx, rx) = oneshot::channel();
+            single.starts.push((job, tx));
+            let result = single.write(pool).await;
+            let _ = reply.send(match result {
+                Ok(()) => rx.await.unwrap_or(Err(JournalError::Closed)),
+                Err(e) => Err(JournalError::Rejected(e.to_string())),
+            });
+        }
+        for (id, attempt, finish, reply) in self.finishes {
+            let mut single = Batch::default();
+            let (tx, _rx) = oneshot::channel();
+            single.finishes.push((id, attempt, finish, tx));
+            let result = single.write(pool).await;
+            let _ = reply.send(result.map_err(|e| JournalError::Rejected(e.to_string())));
+        }
+    }
+}
+
+async fn write_starts(
+    tx: &mut sqlx::PgConnection,
+    jobs: &[&JobStart],
+) -> Result<Vec<(String, StartOutcome)>, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key.as_deref()).collect();
+    let limits: Vec<i32> = jobs
+        .iter()
+        .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
+        .collect();
+    let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.created_at).collect();
+    let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
+
+    let rows: Vec<(String, Option<i32>, Option<i32>, Option<String>)> = sqlx::query_as(
+        r#"
+        WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                                 $6::int4[], $7::timestamptz[], $8::text[])
+                AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker)
+        ),
+        lost AS (
+            UPDATE job_attempts a
+               SET outcome = 'lost', finished_at = now(),
+                   duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
+                   error = 'the worker stopped before this attempt finished'
+              FROM input
+             WHERE a.job_id = input.id AND a.outcome = 'running'
+        ),
+        upserted AS (
+            INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
+                                   created_at, state, attempts, worker, attempted_at)
+            SELECT id, queue, kind, payload, idempotency_key, max_attempts, created_at,
+                   'running', 1, worker, now()
+              FROM input
+            ON CONFLICT (id) DO UPDATE
+               SET state = 'running', attempts = j.attempts + 1, worker = EXCLUDED.worker,
+                   queue = EXCLUDED.queue, attempted_at = now(), scheduled_at = NULL,
+                   updated_at = now()
+             WHERE j.state NOT IN ('completed', 'failed', 'cancelled')
+            RETURNING j.id, j.attempts, j.max_attempts
+        ),
+        attempt_rows AS (
+            INSERT INTO job_attempts (job_id, attempt, worker, started_at)
+            SELECT u.id, u.attempts, i.worker, now()
+              FROM upserted u JOIN input i ON i.id = u.id
+            ON CONFLICT DO NOTHING
+        )
+        SELECT i.id, u.attempts, u.max_attempts, j.state
+          FROM input i
+          LEFT JOIN upserted u ON u.id = i.id
+          LEFT JOIN jobs j ON j.id = i.id
+        "#,
+    )
+    .bind(&ids)
+    .bind(&queues)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&keys)
+    .bind(&limits)
+    .bind(&created)
+    .bind(&workers)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    rows.into_iter()
+        .map(|(id, attempt, max_attempts, state)| {
+            let outcome = match (attempt, max_attempts, state) {
+                (Some(attempt), Some(max_attempts), _) => StartOutcome::Run {
+                    attempt: attempt as u32,
+                    max_attempts: max_attempts as u32,
+                },
+                (_, _, Some(state)) => StartOutcome::Skip(
+                    state
+                        .parse()
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                ),
+                _ => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "job {id} neither started nor found"
+                    )));
+                }
+            };
+            Ok((id, outcome))
+        })
+        .collect()
+}
+
+async fn write_finishes(
+    tx: &mut sqlx::PgConnection,
+    finishes: &[(String, u32, Finish, Reply<()>)],
+) -> Result<(), sqlx::Error> {
+    if finishes.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(finishes.len());
+    let mut attempts = Vec::with_capacity(finishes.len());
+    let mut states = Vec::with_capacity(finishes.len());
+    let mut results: Vec<Option<&Value>> = Vec::with_capacity(finishes.len());
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(finishes.len());
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(finishes.len());
+    for (id, attempt, finish, _) in finishes {
+        ids.push(id.as_str());
+        attempts.push(*attempt as i32);
+        let (state, result, error, run_at) = match finish {
+            Finish::Completed { result } => (JobState::Completed, Some(result), None, None),
+            Finish::Retrying { error, run_at } => (
+                JobState::Retrying,
+                None,
+                Some(error.as_str()),
+                Some(*run_at),
+            ),
+            Finish::Failed { error } => (JobState::Failed, None, Some(error.as_str()), None),
+            Finish::Interrupted => (JobState::Queued, None, None, None),
+        };
+        states.push(state.as_str());
+        results.push(result);
+        errors.push(error);
+        run_ats.push(run_at);
+    }
+    sqlx::query(
+        r#"
+        WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::text[],
+                                 $6::timestamptz[])
+                AS t(id, attempt, state, result, error, run_at)
+        ),
+        attempt_rows AS (
+            UPDATE job_attempts a
+               SET finished_at = now(),
+                   duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
+                   outcome = CASE input.state WHEN 'completed' THEN 'completed'
+                                              WHEN 'queued' THEN 'interrupted'
+                                              ELSE 'failed' END,
+                   error = input.error
+              FROM input
+             WHERE a.job_id = input.id AND a.attempt = input.attempt
+        )
+        UPDATE jobs j
+           SET state = CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE input.state END,
+               result = COALESCE(input.result, j.result),
+               last_error = CASE WHEN input.state = 'completed' THEN NULL
+                                 ELSE COALESCE(input.error, j.last_error) END,
+               scheduled_at = input.run_at,
+               progress = CASE WHEN input.state = 'completed' THEN 100 ELSE j.progress END,
+               finished_at = CASE WHEN input.state IN ('completed', 'failed') THEN now()
+                                  ELSE j.finished_at END,
+               updated_at = now()
+          FROM input
+         WHERE j.id = input.id AND j.attempts = input.attempt
+        "#,
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&states)
+    .bind(&results)
+    .bind(&errors)
+    .bind(&run_ats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_progress(
+    tx: &mut sqlx::PgConnection,
+    progress: &HashMap<String, (u8, Option<String>)>,
+) -> Result<(), sqlx::Error> {
+    if progress.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = progress.keys().map(String::as_str).collect();
+    let percents: Vec<i16> = progress.values().map(|(p, _)| i16::from(*p)).collect();
+    let messages: Vec<Option<&str>> = progress.values().map(|(_, m)| m.as_deref()).collect();
+    sqlx::query(
+        r#"
+        UPDATE jobs j
+           SET progress = i.percent, progress_message = i.message, updated_at = now()
+          FROM UNNEST($1::text[], $2::int2[], $3::text[]) AS i(id, percent, message)
+         WHERE j.id = i.id AND j.state = 'running'
+        "#,
+    )
+    .bind(&ids)
+    .bind(&percents)
+    .bind(&messages)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! quizworker: takes typed jobs off Redis, runs them, and journals their life in Postgres.
+//! A job's path through the modules: `queue` (Redis) -> `pool` (apalis workers) -> `executor`
+//! -> `handlers` -> `journal`. `cli` and `commands` are the operator's side.
+
+pub mod backoff;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod executor;
+pub mod handlers;
+pub mod journal;
+pub mod pool;
+pub mod queue;
