@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::Value;
+use tracing::Instrument;
 use ulid::Ulid;
 
 use crate::backoff;
@@ -101,20 +102,26 @@ impl Executor {
             }
         };
         let span = tracing::info_span!("job", job = id, kind = %envelope.kind, %queue, attempt);
-        let _entered = span.enter();
+        self.attempt(queue, envelope, attempt, max_attempts)
+            .instrument(span)
+            .await;
+    }
+
+    async fn attempt(&self, queue: Queue, envelope: Envelope, attempt: u32, max_attempts: u32) {
+        let id = envelope.id.to_string();
         if attempt > max_attempts {
             let error = format!(
                 "attempt {attempt} is over the limit of {max_attempts}: the earlier attempts were lost when their worker process died"
             );
             tracing::warn!("{error}");
-            self.record(id, attempt, Finish::Failed { error }).await;
+            self.record(&id, attempt, Finish::Failed { error }).await;
             return;
         }
 
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), attempt);
+            .insert(id.clone(), attempt);
         let outcome = self
             .run_handler(queue, envelope, attempt, max_attempts)
             .await;
@@ -131,16 +138,16 @@ impl Executor {
             Finish::Retrying { run_at, .. } => Some(*run_at),
             _ => None,
         };
-        self.record(id, attempt, finish).await;
+        self.record(&id, attempt, finish).await;
         if let Some(run_at) = retry_at
-            && let Err(e) = self.queues.schedule_retry(queue, id, run_at).await
+            && let Err(e) = self.queues.schedule_retry(queue, &id, run_at).await
         {
             tracing::error!(error = %e, "could not schedule the retry in Redis; the journal still has it as retrying");
         }
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .remove(&id);
     }
 
     /// The handler runs in its own task: a panic is caught there, and a CPU-heavy job does not
@@ -160,11 +167,10 @@ impl Executor {
             self.config.journal.progress_interval,
         );
         let timeout = self.config.queue(queue).timeout;
-        let span = tracing::Span::current();
-        let mut task = tokio::spawn(tracing::Instrument::instrument(
-            async move { handlers::dispatch(&envelope, &ctx).await },
-            span,
-        ));
+        let mut task = tokio::spawn(
+            async move { handlers::dispatch(&envelope, &ctx).await }
+                .instrument(tracing::Span::current()),
+        );
         match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) if join_error.is_panic() => {

@@ -122,10 +122,10 @@ impl RedisQueues {
         run_at: DateTime<Utc>,
     ) -> redis::RedisResult<()> {
         let key = format!("{}:scheduled", self.name(queue));
-        self.conn
-            .clone()
-            .zadd::<_, _, _, ()>(key, id, run_at.timestamp())
-            .await
+        // Scores are whole seconds and due means score <= now: round up, or the job could run
+        // up to a second before its backoff is over.
+        let due = run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0);
+        self.conn.clone().zadd::<_, _, _, ()>(key, id, due).await
     }
 
     pub async fn requeue(&self, queue: Queue, envelope: &Envelope) -> anyhow::Result<()> {

@@ -31,7 +31,7 @@ if type(env.created_at) ~= 'string' then
   return redis.error_reply('quizworker: envelope field "created_at" must be an RFC 3339 time')
 end
 
--- Seconds since the Unix epoch of an RFC 3339 time in UTC ("Z" or "+00:00"), or nil.
+-- Whole seconds since the Unix epoch of an RFC 3339 time in UTC ("Z" or "+00:00"), or nil.
 local function epoch_seconds(ts)
   local y, mo, d, h, mi, s = string.match(ts, '^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)')
   if not y then return nil end
@@ -47,7 +47,11 @@ local function epoch_seconds(ts)
   local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
   local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
   local days = era * 146097 + doe - 719468
-  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  local seconds = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  -- Scheduled scores are whole seconds and due means score <= now: round a fraction up.
+  local fraction = string.match(rest, '^%.(%d+)')
+  if fraction and tonumber(fraction) > 0 then seconds = seconds + 1 end
+  return seconds
 end
 
 local run_at = 0

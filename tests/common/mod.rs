@@ -1,0 +1,273 @@
+//! The test harness: each test gets its own Postgres database (`#[sqlx::test]`), its own Redis
+//! key prefix, and a config with short timings, and drives the real `quizworker` binary.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
+
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestEnv {
+    pub pool: PgPool,
+    pub database_url: String,
+    pub redis_url: String,
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub redis: redis::aio::MultiplexedConnection,
+}
+
+/// Settings that make retries, orphan recovery and shutdown quick enough to test.
+pub const FAST_CONFIG: &str = r#"
+[worker]
+heartbeat_interval = "1s"
+missed_heartbeats = 2
+poll_interval = "100ms"
+shutdown_timeout = "10s"
+pause_check_interval = "100ms"
+
+[queues.default]
+concurrency = 50
+timeout = "20s"
+max_attempts = 3
+backoff = { base = "1s", cap = "2s", jitter = 0.0 }
+"#;
+
+impl TestEnv {
+    pub async fn new(pool: PgPool) -> TestEnv {
+        Self::with_config(pool, FAST_CONFIG).await
+    }
+
+    pub async fn with_config(pool: PgPool, config: &str) -> TestEnv {
+        let options = pool.connect_options();
+        let database_url = format!(
+            "postgres://{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options
+                .get_database()
+                .expect("sqlx::test names its database")
+        );
+        let redis_url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let prefix = format!("test-{}:", ulid::Ulid::new());
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let client = redis::Client::open(redis_url.as_str()).expect("redis url");
+        let redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis must run on REDIS_URL (scripts/services.sh starts it)");
+        TestEnv {
+            pool,
+            database_url,
+            redis_url,
+            prefix,
+            dir,
+            redis,
+        }
+    }
+
+    /// The Redis queue name of a queue in this test.
+    pub fn queue(&self, queue: &str) -> String {
+        format!("{}{}", self.prefix, queue)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .env("QUIZWORKER_CONFIG", self.dir.path().join("config.toml"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("QUIZWORKER_REDIS__PREFIX", &self.prefix)
+            .env_remove("QUIZWORKER_LOG_FORMAT")
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    /// Runs a CLI command and returns its output, whatever the exit code.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run quizworker")
+    }
+
+    /// Runs a CLI command that must succeed and returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "quizworker {args:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli_ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+    }
+
+    /// Enqueues through the CLI and returns the job id.
+    pub fn enqueue(&self, kind: &str, payload: &str, extra: &[&str]) -> String {
+        let mut args = vec!["enqueue", kind, "--payload", payload, "--json"];
+        args.extend_from_slice(extra);
+        self.cli_json(&args)["id"]
+            .as_str()
+            .expect("enqueue prints an id")
+            .to_owned()
+    }
+
+    /// Starts `quizworker run` and waits until it says it is ready.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", ulid::Ulid::new()));
+        let file = fs::File::create(&log).expect("log file");
+        let child = self
+            .command()
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn quizworker run");
+        let daemon = Daemon { child, log };
+        daemon.wait_for_log("quizworker ready");
+        daemon
+    }
+
+    pub async fn job(&self, id: &str) -> Option<JobRow> {
+        sqlx::query_as(
+            "SELECT state, attempts, max_attempts, last_error, result, progress FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .expect("query jobs")
+    }
+
+    /// Waits until the job is in `state` and returns it.
+    pub async fn wait_for_state(&self, id: &str, state: &str) -> JobRow {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if let Some(job) = &job
+                && job.state == state
+            {
+                return job.clone();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "job {id} did not reach {state} in {DEADLINE:?}; it is {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn attempts(&self, id: &str) -> Vec<AttemptRow> {
+        sqlx::query_as(
+            "SELECT attempt, outcome, error, started_at, finished_at, worker
+               FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("query attempts")
+    }
+
+    pub async fn redis_cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        cmd.query_async(&mut self.redis.clone())
+            .await
+            .expect("redis command")
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub progress: i16,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub worker: String,
+}
+
+/// A running `quizworker run`; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the daemon did not log {needle:?} in {DEADLINE:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < within,
+                "the daemon did not exit within {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
