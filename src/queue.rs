@@ -18,10 +18,9 @@ use crate::config::Config;
 /// job Redis lost): the payload and metadata are overwritten, and the id goes to the back of
 /// the ready list unless it is already waiting there or in the scheduled set.
 const REQUEUE_SCRIPT: &str = r#"
-local queue, id, raw, max_attempts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local queue, id, raw = ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', queue .. ':data', id, raw)
-redis.call('HSET', queue .. ':meta:' .. id,
-  'attempts', 0, 'max_attempts', max_attempts, 'status', 'Pending')
+redis.call('HSET', queue .. ':meta:' .. id, 'attempts', 0, 'max_attempts', 25, 'status', 'Pending')
 redis.call('ZREM', queue .. ':scheduled', id)
 redis.call('LREM', queue .. ':active', 0, id)
 redis.call('RPUSH', queue .. ':active', id)
@@ -129,13 +128,11 @@ impl RedisQueues {
     }
 
     pub async fn requeue(&self, queue: Queue, envelope: &Envelope) -> anyhow::Result<()> {
-        let max_attempts = envelope.max_attempts.unwrap_or(25);
         self.requeue
             .prepare_invoke()
             .arg(self.name(queue))
             .arg(envelope.id.to_string())
             .arg(envelope.encode())
-            .arg(max_attempts)
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .with_context(|| format!("could not re-push job {} to Redis", envelope.id))?;

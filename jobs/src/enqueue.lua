@@ -61,12 +61,11 @@ if env.run_at ~= nil and env.run_at ~= cjson.null then
     return redis.error_reply('quizworker: envelope field "run_at" must be an RFC 3339 time in UTC (ending in Z or +00:00)')
   end
 end
-local max_attempts = 25
 if env.max_attempts ~= nil and env.max_attempts ~= cjson.null then
-  if type(env.max_attempts) ~= 'number' or env.max_attempts < 1 or env.max_attempts % 1 ~= 0 then
-    return redis.error_reply('quizworker: envelope field "max_attempts" must be a whole number of at least 1')
+  local n = env.max_attempts
+  if type(n) ~= 'number' or n < 1 or n > 1000 or n % 1 ~= 0 then
+    return redis.error_reply('quizworker: envelope field "max_attempts" must be a whole number from 1 to 1000')
   end
-  max_attempts = env.max_attempts
 end
 
 local key = ''
@@ -87,8 +86,10 @@ end
 if key ~= '' then
   redis.call('SET', queue .. ':idempotency:' .. key, id)
 end
+-- apalis-redis needs these fields to take the job; quizworker keeps its own attempt count and
+-- limit in the journal, so its values here do not matter.
 redis.call('HSET', queue .. ':meta:' .. id,
-  'attempts', 0, 'max_attempts', max_attempts, 'status', 'Pending', 'idempotency_key', key)
+  'attempts', 0, 'max_attempts', 25, 'status', 'Pending', 'idempotency_key', key)
 
 local now = tonumber(redis.call('TIME')[1])
 if run_at > now then

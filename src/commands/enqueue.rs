@@ -26,8 +26,8 @@ pub async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
         Some(name) => name.parse::<Queue>().context("in --queue")?,
         None => kind.queue,
     };
-    if args.max_attempts == Some(0) {
-        bail!("--max-attempts must be at least 1");
+    if args.max_attempts.is_some_and(|n| !(1..=1000).contains(&n)) {
+        bail!("--max-attempts must be from 1 to 1000");
     }
 
     let now = Utc::now();

@@ -204,7 +204,7 @@ async fn retry(
     json: bool,
 ) -> anyhow::Result<()> {
     let bulk = filter.state.is_some() || filter.queue.is_some() || filter.kind.is_some();
-    if ids.is_empty() == !bulk {
+    if ids.is_empty() != bulk {
         bail!("give job ids, or --state (with --queue/--kind) for a bulk retry, not both");
     }
     let pool = connect_postgres(config).await?;

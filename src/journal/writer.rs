@@ -274,7 +274,9 @@ async fn write_starts(
     let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.created_at).collect();
     let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
 
-    let rows: Vec<(String, Option<i32>, Option<i32>, Option<String>)> = sqlx::query_as(
+    // Per input job: its id, and the new attempt and limit if it starts, else its state.
+    type StartRow = (String, Option<i32>, Option<i32>, Option<String>);
+    let rows: Vec<StartRow> = sqlx::query_as(
         r#"
         WITH input AS (
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
@@ -405,6 +407,10 @@ async fn write_finishes(
                                  ELSE COALESCE(input.error, j.last_error) END,
                scheduled_at = input.run_at,
                progress = CASE WHEN input.state = 'completed' THEN 100 ELSE j.progress END,
+               -- An attempt cut short by a shutdown is not the job's fault: it does not use up
+               -- one of the job's attempts.
+               max_attempts = CASE WHEN input.state = 'queued' THEN j.max_attempts + 1
+                                   ELSE j.max_attempts END,
                finished_at = CASE WHEN input.state IN ('completed', 'failed') THEN now()
                                   ELSE j.finished_at END,
                updated_at = now()

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Brings up Redis and PostgreSQL, builds quizworker, runs the daemon on a demo workload of
+# diagnostic jobs, shows the queues until the work is done, lists the jobs, and stops the
+# daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log.
+#
+# The demo uses its own Redis key prefix (demo:) and, unless DATABASE_URL says otherwise, the
+# `quizworker` database, so it does not mix with the tests' data.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BIN=./target/release/quizworker
+LOG=target/demo-daemon.log
+READY_SECS=60
+DRAIN_SECS=90
+STOP_SECS=45 # above the default shutdown_timeout (30s)
+
+export QUIZWORKER_REDIS__PREFIX=demo:
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/quizworker}"
+export NO_COLOR=1 # plain log lines in the log file
+
+say() { echo "demo: $*"; }
+
+DAEMON_PID=""
+stop_daemon() {
+    [[ -n $DAEMON_PID ]] || return 0
+    local pid=$DAEMON_PID rc=0 deadline=$((SECONDS + STOP_SECS))
+    DAEMON_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            say "the daemon did not stop within ${STOP_SECS}s of SIGTERM; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.5
+    done
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+on_exit() {
+    local rc=$?
+    if [[ -n $DAEMON_PID ]]; then
+        say "stopping the daemon (pid $DAEMON_PID)" >&2
+        stop_daemon || true
+    fi
+    if [[ $rc -ne 0 && -f $LOG ]]; then
+        echo "demo: FAILED (exit $rc); last lines of $LOG:" >&2
+        tail -n 30 "$LOG" >&2 || true
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+daemon_alive() { [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; }
+
+# --- services, build, migrations --------------------------------------------------------------
+say "services"
+scripts/services.sh
+
+say "cargo build --release"
+cargo build --release
+
+say "migrate ($DATABASE_URL)"
+"$BIN" migrate
+
+# --- the daemon -------------------------------------------------------------------------------
+mkdir -p target
+: >"$LOG"
+say "starting the daemon (log: $LOG)"
+"$BIN" run >>"$LOG" 2>&1 &
+DAEMON_PID=$!
+
+deadline=$((SECONDS + READY_SECS))
+until grep -q "quizworker ready" "$LOG"; do
+    daemon_alive || {
+        DAEMON_PID=""
+        say "the daemon exited before it was ready" >&2
+        exit 1
+    }
+    if ((SECONDS >= deadline)); then
+        say "the daemon did not log \"quizworker ready\" within ${READY_SECS}s" >&2
+        exit 1
+    fi
+    sleep 0.25
+done
+say "daemon ready (pid $DAEMON_PID)"
+
+# --- the workload -----------------------------------------------------------------------------
+enqueue() { "$BIN" enqueue "$@" >/dev/null; }
+
+say "enqueue 200 x diag.noop"
+for _ in $(seq 200); do enqueue diag.noop; done
+say "enqueue 5 x diag.sleep (2 s each)"
+for _ in $(seq 5); do enqueue diag.sleep --payload '{"ms":2000}'; done
+say "enqueue 3 x diag.fail (fails twice, then succeeds)"
+for _ in $(seq 3); do enqueue diag.fail --payload '{"times":2}'; done
+say "enqueue 1 x diag.fail (permanent failure)"
+enqueue diag.fail --payload '{"permanent":true}'
+say "enqueue diag.noop with --idempotency-key demo-1, twice"
+first=$("$BIN" enqueue diag.noop --idempotency-key demo-1 2>/dev/null)
+second=$("$BIN" enqueue diag.noop --idempotency-key demo-1 2>/dev/null)
+if [[ $first == "$second" ]]; then
+    say "  both enqueues returned job $first: one job"
+else
+    say "  WARNING: the two enqueues returned different ids ($first, $second)" >&2
+fi
+
+# --- wait until the queues are drained ---------------------------------------------------------
+# Queued (Redis) + running + retrying (journal). Two idle readings in a row, 2 s apart, so a job
+# between being taken from Redis and being journalled as running is not missed.
+pending_jobs() {
+    "$BIN" queues --json |
+        grep -oE '"(queued|running|retrying)": *[0-9]+' |
+        awk -F: '{ s += $2 } END { print s + 0 }'
+}
+
+deadline=$((SECONDS + DRAIN_SECS))
+idle=0
+while :; do
+    daemon_alive || {
+        DAEMON_PID=""
+        say "the daemon exited while working" >&2
+        exit 1
+    }
+    echo
+    echo "--- quizworker queues ($(date +%T))"
+    "$BIN" queues
+    pending=$(pending_jobs)
+    if [[ $pending -eq 0 ]]; then
+        idle=$((idle + 1))
+        ((idle >= 2)) && break
+    else
+        idle=0
+    fi
+    if ((SECONDS >= deadline)); then
+        say "$pending jobs still queued, running or retrying after ${DRAIN_SECS}s" >&2
+        exit 1
+    fi
+    sleep 2
+done
+say "all queues drained"
+
+echo
+echo "--- quizworker jobs list --limit 15"
+"$BIN" jobs list --limit 15
+echo
+echo "--- quizworker jobs list --state failed"
+"$BIN" jobs list --state failed
+
+# --- stop ------------------------------------------------------------------------------------
+echo
+say "stopping the daemon with SIGTERM"
+rc=0
+stop_daemon || rc=$?
+tail -n 5 "$LOG"
+if [[ $rc -ne 0 ]]; then
+    say "the daemon exited with status $rc" >&2
+    exit "$rc"
+fi
+say "done"
