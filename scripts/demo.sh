@@ -16,7 +16,6 @@ STOP_SECS=45 # above the default shutdown_timeout (30s)
 
 export QUIZWORKER_REDIS__PREFIX=demo:
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/quizworker}"
-export NO_COLOR=1 # plain log lines in the log file
 
 say() { echo "demo: $*"; }
 
@@ -98,9 +97,10 @@ say "enqueue 3 x diag.fail (fails twice, then succeeds)"
 for _ in $(seq 3); do enqueue diag.fail --payload '{"times":2}'; done
 say "enqueue 1 x diag.fail (permanent failure)"
 enqueue diag.fail --payload '{"permanent":true}'
-say "enqueue diag.noop with --idempotency-key demo-1, twice"
-first=$("$BIN" enqueue diag.noop --idempotency-key demo-1 2>/dev/null)
-second=$("$BIN" enqueue diag.noop --idempotency-key demo-1 2>/dev/null)
+key="demo-$(date +%s)" # a new key each run: keys are kept, so an old one returns an old job
+say "enqueue diag.noop with --idempotency-key $key, twice"
+first=$("$BIN" enqueue diag.noop --idempotency-key "$key" 2>/dev/null)
+second=$("$BIN" enqueue diag.noop --idempotency-key "$key" 2>/dev/null)
 if [[ $first == "$second" ]]; then
     say "  both enqueues returned job $first: one job"
 else
