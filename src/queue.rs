@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, Queue};
+use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, JobPayload, Queue};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -111,6 +111,12 @@ impl RedisQueues {
             id,
             created: created == 1,
         })
+    }
+
+    /// Enqueues a typed job on its kind's queue, created now: the Rust producer API.
+    pub async fn push<P: JobPayload>(&self, payload: &P) -> anyhow::Result<Enqueued> {
+        let envelope = Envelope::new(payload, Utc::now())?;
+        self.enqueue(P::QUEUE, &envelope).await
     }
 
     /// Puts a job that failed an attempt back in the scheduled set for its next attempt.

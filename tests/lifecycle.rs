@@ -235,22 +235,24 @@ async fn an_idempotency_key_enqueues_once(pool: PgPool) {
 #[sqlx::test]
 async fn many_jobs_each_complete_once(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    // Enqueue through the protocol script directly: 500 CLI processes would be slow.
-    let script = redis::Script::new(quizworker_jobs::ENQUEUE_SCRIPT);
-    let mut conn = env.redis.clone();
-    let mut ids = Vec::new();
+    // Enqueue through the Rust producer API: 500 CLI processes would be slow.
+    let config = quizworker::config::Config {
+        redis: quizworker::config::RedisConfig {
+            url: env.redis_url.clone(),
+            prefix: env.prefix.clone(),
+            ..quizworker::config::Config::default().redis
+        },
+        ..quizworker::config::Config::default()
+    };
+    let producer = quizworker::queue::RedisQueues::connect(&config)
+        .await
+        .unwrap();
     for _ in 0..500 {
-        let envelope =
-            quizworker_jobs::Envelope::new(&quizworker_jobs::diag::Noop {}, chrono::Utc::now())
-                .unwrap();
-        let (id, _): (String, i64) = script
-            .prepare_invoke()
-            .arg(env.queue("default"))
-            .arg(envelope.encode())
-            .invoke_async(&mut conn)
+        let enqueued = producer
+            .push(&quizworker_jobs::diag::Noop {})
             .await
             .unwrap();
-        ids.push(id);
+        assert!(enqueued.created);
     }
     let _daemon = env.spawn_daemon(&[]);
     let start = std::time::Instant::now();

@@ -231,26 +231,28 @@ impl Batch {
     }
 
     /// After Postgres refused a whole batch: each change alone, so one bad change fails alone.
+    /// Progress is advisory and is dropped here.
     async fn write_one_by_one(self, pool: &PgPool) {
         for (job, reply) in self.starts {
+            let (tx, rx) = oneshot::channel();
             let mut single = Batch {
-                starts: Vec::new(),
+                starts: vec![(job, tx)],
                 ..Batch::default()
             };
-            let (tx, rx) = oneshot::channel();
-            single.starts.push((job, tx));
-            let result = single.write(pool).await;
-            let _ = reply.send(match result {
+            let outcome = match single.write(pool).await {
                 Ok(()) => rx.await.unwrap_or(Err(JournalError::Closed)),
                 Err(e) => Err(JournalError::Rejected(e.to_string())),
-            });
+            };
+            let _ = reply.send(outcome);
         }
         for (id, attempt, finish, reply) in self.finishes {
-            let mut single = Batch::default();
-            let (tx, _rx) = oneshot::channel();
-            single.finishes.push((id, attempt, finish, tx));
-            let result = single.write(pool).await;
-            let _ = reply.send(result.map_err(|e| JournalError::Rejected(e.to_string())));
+            let (tx, _) = oneshot::channel();
+            let mut single = Batch {
+                finishes: vec![(id, attempt, finish, tx)],
+                ..Batch::default()
+            };
+            let outcome = single.write(pool).await;
+            let _ = reply.send(outcome.map_err(|e| JournalError::Rejected(e.to_string())));
         }
     }
 }
