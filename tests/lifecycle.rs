@@ -279,3 +279,32 @@ async fn many_jobs_each_complete_once(pool: PgPool) {
     .unwrap();
     assert_eq!((jobs, attempts), (500, 500));
 }
+
+#[sqlx::test]
+async fn a_running_job_reports_its_progress(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let id = env.enqueue("diag.sleep", r#"{"ms": 3000}"#, &[]);
+    let start = std::time::Instant::now();
+    let job = loop {
+        let job = env.job(&id).await;
+        if let Some(job) = job.filter(|j| j.state == "running" && (1..100).contains(&j.progress)) {
+            break job;
+        }
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "no progress while running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(job.progress < 100);
+    let shown = env.cli_json(&["jobs", "show", &id, "--json"]);
+    assert!(
+        shown["progress_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("of 3000 ms"),
+        "{shown}"
+    );
+    assert_eq!(env.wait_for_state(&id, "completed").await.progress, 100);
+}
