@@ -24,7 +24,6 @@ CREATE TABLE jobs (
 
 CREATE INDEX jobs_state_queue_idx ON jobs (state, queue);
 CREATE INDEX jobs_queue_finished_idx ON jobs (queue, finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX jobs_kind_idx ON jobs (kind);
 
 CREATE TABLE job_attempts (
     job_id      text        NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

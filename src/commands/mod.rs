@@ -6,11 +6,12 @@ mod jobs;
 mod output;
 mod queues;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -31,10 +32,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn connect_postgres(config: &Config) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&config.postgres.url)
+        .with_context(|| format!("invalid Postgres URL {}", redacted(&config.postgres.url)))?
+        // The journal's tables grow from empty to millions of rows under one long-lived
+        // connection: a generic plan cached while they were small keeps scanning them whole
+        // (measured: 30-55 ms per batch at 100,000 rows). Plan each statement afresh.
+        .options([("plan_cache_mode", "force_custom_plan")]);
     PgPoolOptions::new()
         .max_connections(config.postgres.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.postgres.url)
+        .connect_with(options)
         .await
         .with_context(|| {
             format!(

@@ -4,13 +4,14 @@
 //! record, which is what lets a crash be counted against the attempt limit.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::JobState;
 
@@ -129,13 +130,36 @@ impl Journal {
     }
 }
 
+/// Batches written at once. While one waits for its commit the next fills and goes out, and
+/// commits that land together share a WAL flush.
+const CONCURRENT_BATCHES: usize = 4;
+
 async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(max_batch);
-    // Under load the batch fills while the previous one is being written: no timer is needed
-    // to coalesce, and a lone change is written at once.
+    // Under load the next batch fills while earlier ones are being written: no timer is needed
+    // to coalesce changes, and a lone change is written at once.
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        write_with_retry(&pool, std::mem::take(&mut batch)).await;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        // Changes that arrived while we waited for a slot join this batch.
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        let commands = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+        writes.spawn(async move {
+            write_with_retry(&pool, commands).await;
+            drop(slot);
+        });
+        while writes.try_join_next().is_some() {}
     }
+    while writes.join_next().await.is_some() {}
 }
 
 /// Writes a batch, waiting out Postgres outages with backoff: a change is never dropped
