@@ -51,6 +51,12 @@ pub enum Command {
     },
     /// Put a job on its queue and print its id.
     Enqueue(EnqueueArgs),
+    /// Score an attempt offline from a file of `{"test": ..., "attempt": ...}` (docs/SCORING.md)
+    /// and print the result; needs neither Redis nor Postgres.
+    Score {
+        /// The file, or - for standard input.
+        file: PathBuf,
+    },
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),

@@ -13,7 +13,7 @@ use ulid::Ulid;
 
 use crate::backoff;
 use crate::config::Config;
-use crate::handlers::{self, JobContext, JobError};
+use crate::handlers::{self, JobContext, JobError, Services};
 use crate::journal::{self, Finish, JobStart, Journal, StartOutcome};
 use crate::queue::RedisQueues;
 
@@ -25,16 +25,23 @@ pub struct Executor {
     config: Arc<Config>,
     journal: Journal,
     queues: RedisQueues,
+    services: Arc<Services>,
     /// Attempts under way in this process, so that shutdown can record the ones it abandons.
     running: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Executor {
-    pub fn new(config: Arc<Config>, journal: Journal, queues: RedisQueues) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        journal: Journal,
+        queues: RedisQueues,
+        services: Services,
+    ) -> Self {
         Executor {
             config,
             journal,
             queues,
+            services: Arc::new(services),
             running: Arc::default(),
         }
     }
@@ -167,8 +174,9 @@ impl Executor {
             self.config.journal.progress_interval,
         );
         let timeout = self.config.queue(queue).timeout;
+        let services = self.services.clone();
         let mut task = tokio::spawn(
-            async move { handlers::dispatch(&envelope, &ctx).await }
+            async move { handlers::dispatch(&envelope, &ctx, &services).await }
                 .instrument(tracing::Span::current()),
         );
         match tokio::time::timeout(timeout, &mut task).await {

@@ -11,3 +11,4 @@ pub mod handlers;
 pub mod journal;
 pub mod pool;
 pub mod queue;
+pub mod scoring_store;

@@ -94,6 +94,9 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::diag::Noop>(),
     Kind::of::<crate::diag::Sleep>(),
     Kind::of::<crate::diag::Fail>(),
+    Kind::of::<crate::scoring_jobs::ScoreAttempt>(),
+    Kind::of::<crate::scoring_jobs::RescoreTest>(),
+    Kind::of::<crate::scoring_jobs::FinalizeTest>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

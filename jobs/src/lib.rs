@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod diag;
 pub mod envelope;
 pub mod scoring;
+pub mod scoring_jobs;
 
 pub use catalogue::{JobPayload, Kind, Queue, UnknownQueue};
 pub use envelope::{ENQUEUE_SCRIPT, ENVELOPE_VERSION, Envelope, EnvelopeError};

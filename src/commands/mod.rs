@@ -5,6 +5,7 @@ mod enqueue;
 mod jobs;
 mod output;
 mod queues;
+mod score;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run { queues } => daemon::run(config, queues.as_deref()).await,
         Command::Check { json } => daemon::check(&config, json).await,
         Command::Enqueue(args) => enqueue::enqueue(&config, args).await,
+        Command::Score { file } => score::score_file(&file),
         Command::Jobs(command) => jobs::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,
     }

@@ -2,13 +2,16 @@
 //! payload and a [`JobContext`], never Redis or the journal.
 
 mod diag;
+mod scoring;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
+use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
 use serde_json::Value;
+use sqlx::PgPool;
 
 use crate::journal::Journal;
 
@@ -77,12 +80,26 @@ impl JobContext {
     }
 }
 
+/// The outside services handlers use; built once per process.
+pub struct Services {
+    /// The daemon's Postgres: the journal's database also holds the jobs' own tables.
+    pub pg: PgPool,
+}
+
 /// Runs the handler of the envelope's kind.
-pub async fn dispatch(envelope: &Envelope, ctx: &JobContext) -> Result<Value, JobError> {
+pub async fn dispatch(
+    envelope: &Envelope,
+    ctx: &JobContext,
+    services: &Services,
+) -> Result<Value, JobError> {
+    let pg = &services.pg;
     match envelope.kind.as_str() {
         Noop::KIND => diag::noop(envelope.payload_as()?).await,
         Sleep::KIND => diag::sleep(envelope.payload_as()?, ctx).await,
         Fail::KIND => diag::fail(envelope.payload_as()?, ctx).await,
+        ScoreAttempt::KIND => scoring::score_attempt(envelope.payload_as()?, pg).await,
+        RescoreTest::KIND => scoring::rescore_test(envelope.payload_as()?, ctx, pg).await,
+        FinalizeTest::KIND => scoring::finalize_test(envelope.payload_as()?, ctx, pg).await,
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }

@@ -1,0 +1,229 @@
+//! Handlers of the `score.*` jobs: the pure scoring of `quizworker_jobs::scoring`, stored by
+//! `scoring_store`.
+
+use quizworker_jobs::scoring::{PreparedTest, TestAnalytics, TestDef};
+use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::{JobContext, JobError};
+use crate::scoring_store::{self, Scored, StoreError};
+
+/// Attempts read, scored and written per round trip by a rescore or a finalization.
+const PAGE: i64 = 500;
+/// How many problem attempts a failure message names before it says "and N more".
+const NAMED: usize = 10;
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::KeyVersionTaken { .. } => JobError::Permanent(e.to_string()),
+            StoreError::Corrupt(_) | StoreError::Database(_) => {
+                JobError::Transient(format!("scoring store: {e}"))
+            }
+        }
+    }
+}
+
+pub async fn score_attempt(job: ScoreAttempt, pg: &PgPool) -> Result<Value, JobError> {
+    let test = match job.test {
+        Some(test) => {
+            scoring_store::store_test(pg, &test).await?;
+            test
+        }
+        None => {
+            let Some(test_id) = job.attempt.test_id.as_deref() else {
+                return Err(JobError::Permanent(
+                    "score.attempt needs `test`, or `attempt.test_id` naming a stored test".into(),
+                ));
+            };
+            stored_test(pg, test_id, None).await?
+        }
+    };
+    let test = prepare(test)?;
+    let result = test
+        .score(&job.attempt)
+        .map_err(|e| JobError::Permanent(e.to_string()))?;
+    let attempt = serde_json::to_value(&job.attempt)
+        .map_err(|e| JobError::Permanent(format!("the attempt does not serialize: {e}")))?;
+    scoring_store::save_scores(
+        pg,
+        &[Scored {
+            attempt: &attempt,
+            submitted_at: job.submitted_at,
+            result: &result,
+        }],
+    )
+    .await?;
+    Ok(json!({
+        "attempt_id": result.attempt_id,
+        "test_id": &*result.test_id,
+        "key_version": result.key_version,
+        "marks": result.total.marks,
+        "max_marks": result.total.max_marks,
+        "provisional": result.provisional,
+    }))
+}
+
+pub async fn rescore_test(
+    job: RescoreTest,
+    ctx: &JobContext,
+    pg: &PgPool,
+) -> Result<Value, JobError> {
+    let test = match (job.test, job.test_id) {
+        (Some(test), _) => {
+            scoring_store::store_test(pg, &test).await?;
+            test
+        }
+        (None, Some(test_id)) => stored_test(pg, &test_id, job.key_version).await?,
+        (None, None) => {
+            return Err(JobError::Permanent(
+                "score.rescore_test needs `test` (the revised test) or `test_id`".into(),
+            ));
+        }
+    };
+    let test = prepare(test)?;
+    let test_id = test.test_id().to_owned();
+    let total = scoring_store::count_attempts(pg, &test_id).await?;
+    let (mut done, mut failed) = (0i64, Vec::new());
+    let mut after = String::new();
+    loop {
+        let page = scoring_store::attempts_page(pg, &test_id, &after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.attempt_id.clone();
+        let mut results = Vec::with_capacity(page.len());
+        for stored in &page {
+            let scored = serde_json::from_value(stored.attempt.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|attempt| test.score(&attempt).map_err(|e| e.to_string()));
+            match scored {
+                Ok(result) => results.push((stored, result)),
+                Err(e) => failed.push(format!("{}: {e}", stored.attempt_id)),
+            }
+        }
+        let scored: Vec<Scored> = results
+            .iter()
+            .map(|(stored, result)| Scored {
+                attempt: &stored.attempt,
+                submitted_at: stored.submitted_at,
+                result,
+            })
+            .collect();
+        scoring_store::save_scores(pg, &scored).await?;
+        done += page.len() as i64;
+        ctx.progress(
+            percent(done, total),
+            format!("rescored {done} of {total} attempts"),
+        );
+    }
+    if !failed.is_empty() {
+        return Err(JobError::Permanent(format!(
+            "{} of {done} attempts of test `{test_id}` could not be scored against key version {} and keep their old results: {}",
+            failed.len(),
+            test.key_version(),
+            named(&failed)
+        )));
+    }
+    Ok(json!({
+        "test_id": test_id,
+        "key_version": test.key_version(),
+        "rescored": done,
+    }))
+}
+
+pub async fn finalize_test(
+    job: FinalizeTest,
+    ctx: &JobContext,
+    pg: &PgPool,
+) -> Result<Value, JobError> {
+    let test = prepare(stored_test(pg, &job.test_id, None).await?)?;
+    let total = scoring_store::count_attempts(pg, &job.test_id).await?;
+    let mut analytics = TestAnalytics::new(&test);
+    let (mut read, mut problems) = (0i64, Vec::new());
+    let mut after = String::new();
+    loop {
+        let page = scoring_store::results_page(pg, &job.test_id, &after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.attempt_id.clone();
+        for result in &page {
+            if let Err(e) = analytics.add(result) {
+                problems.push(e.to_string());
+            }
+        }
+        read += page.len() as i64;
+        ctx.progress(
+            (percent(read, total) / 2).min(50),
+            format!("read {read} of {total} results"),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(JobError::Permanent(format!(
+            "test `{}` cannot be finalized: {} of {read} results do not fit key version {}: {}",
+            job.test_id,
+            problems.len(),
+            test.key_version(),
+            named(&problems)
+        )));
+    }
+    let finalized = analytics
+        .finish()
+        .map_err(|e| JobError::Permanent(e.to_string()))?;
+    for (i, chunk) in finalized.standings.chunks(PAGE as usize).enumerate() {
+        scoring_store::save_standings(pg, chunk).await?;
+        let written = (i * PAGE as usize + chunk.len()) as i64;
+        ctx.progress(
+            50 + percent(written, read) / 2,
+            format!("ranked {written} of {read}"),
+        );
+    }
+    let statistics = serde_json::to_value(&finalized.statistics)
+        .map_err(|e| JobError::Permanent(format!("statistics do not serialize: {e}")))?;
+    scoring_store::save_report(
+        pg,
+        &job.test_id,
+        test.key_version(),
+        finalized.standings.len(),
+        &statistics,
+    )
+    .await?;
+    Ok(json!({
+        "test_id": job.test_id,
+        "key_version": test.key_version(),
+        "candidates": finalized.standings.len(),
+    }))
+}
+
+async fn stored_test(
+    pg: &PgPool,
+    test_id: &str,
+    key_version: Option<u32>,
+) -> Result<TestDef, JobError> {
+    scoring_store::load_test(pg, test_id, key_version)
+        .await?
+        .ok_or_else(|| {
+            JobError::Permanent(match key_version {
+                Some(v) => format!("test `{test_id}` has no stored key version {v}"),
+                None => format!("unknown test `{test_id}`: send the test with the attempt"),
+            })
+        })
+}
+
+fn prepare(test: TestDef) -> Result<PreparedTest, JobError> {
+    PreparedTest::new(test).map_err(|e| JobError::Permanent(e.to_string()))
+}
+
+fn percent(done: i64, total: i64) -> u8 {
+    if total <= 0 {
+        100
+    } else {
+        (done.min(total) * 100 / total) as u8
+    }
+}
+
+fn named(items: &[String]) -> String {
+    let mut text = items[..items.len().min(NAMED)].join("; ");
+    if items.len() > NAMED {
+        text.push_str(&format!("; and {} more", items.len() - NAMED));
+    }
+    text
+}

@@ -1,0 +1,283 @@
+//! The `score.*` jobs through Redis and Postgres, and `quizworker score FILE`.
+
+mod common;
+
+use common::TestEnv;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Three one-mark MCQs at -1/3, two topics: totals in thirds.
+fn test_v1() -> Value {
+    json!({
+        "test_id": "t-thirds", "key_version": 1,
+        "marking": {"correct": 1, "incorrect": "-1/3"},
+        "sections": [{"id": "maths", "questions": [
+            {"id": "q1", "type": "mcq", "answer": "A", "topic": "algebra"},
+            {"id": "q2", "type": "mcq", "answer": "B", "topic": "algebra"},
+            {"id": "q3", "type": "mcq", "answer": "C", "topic": "geometry"}
+        ]}]
+    })
+}
+
+fn attempt(id: &str, candidate: &str, answers: &[(&str, &str)]) -> Value {
+    let responses: Vec<Value> = answers
+        .iter()
+        .map(|(q, a)| json!({"question": q, "answer": a}))
+        .collect();
+    json!({"attempt_id": id, "test_id": "t-thirds", "candidate_id": candidate,
+           "responses": responses})
+}
+
+async fn result_marks(env: &TestEnv, attempt_id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT marks, key_version FROM score_results WHERE attempt_id = $1")
+        .bind(attempt_id)
+        .fetch_one(&env.pool)
+        .await
+        .expect("a stored result")
+}
+
+#[sqlx::test]
+async fn an_attempt_is_scored_exactly_and_stored_once(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let payload = json!({
+        "test": test_v1(),
+        "attempt": attempt("a-1", "cand-1", &[("q1", "A"), ("q2", "C"), ("q3", "D")]),
+        "submitted_at": "2026-11-22T10:00:00Z"
+    })
+    .to_string();
+    let first = env.enqueue("score.attempt", &payload, &[]);
+    let job = env.wait_for_state(&first, "completed").await;
+    assert_eq!(job.result.as_ref().unwrap()["marks"], "1/3");
+    // Scored again (a redelivery, a resubmission): still one result, statistics counted once.
+    let second = env.enqueue("score.attempt", &payload, &[]);
+    env.wait_for_state(&second, "completed").await;
+
+    let (marks, key_version) = result_marks(&env, "a-1").await;
+    assert_eq!((marks.as_str(), key_version), ("1/3", 1));
+    let stored: Value =
+        sqlx::query_scalar("SELECT result FROM score_results WHERE attempt_id = 'a-1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored["lost_to_negatives"], "2/3");
+    assert_eq!(
+        stored["sections"][0]["questions"][1]["outcome"],
+        "incorrect"
+    );
+    assert_eq!(stored["sections"][0]["questions"][1]["marks"], "-1/3");
+
+    let stats: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT scope, name, questions_seen, judged, correct FROM score_candidate_statistics
+          WHERE candidate_id = 'cand-1' ORDER BY scope, name",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stats,
+        [
+            ("section".into(), "maths".into(), 3, 3, 1),
+            ("topic".into(), "algebra".into(), 2, 2, 1),
+            ("topic".into(), "geometry".into(), 1, 1, 0),
+        ]
+    );
+
+    // The test is stored now: a later attempt can name it instead of carrying it.
+    let by_id = json!({"attempt": attempt("a-2", "cand-1", &[("q1", "A")])}).to_string();
+    let third = env.enqueue("score.attempt", &by_id, &[]);
+    env.wait_for_state(&third, "completed").await;
+    assert_eq!(result_marks(&env, "a-2").await.0, "1");
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT questions_seen FROM score_candidate_statistics
+          WHERE candidate_id = 'cand-1' AND scope = 'section'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(seen, 6, "two attempts of three questions");
+}
+
+#[sqlx::test]
+async fn a_bad_attempt_fails_at_once_naming_every_problem(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let payload = json!({
+        "test": test_v1(),
+        "attempt": attempt("a-bad", "cand-1", &[("q1", "Z"), ("q9", "A"), ("q2", "A"), ("q2", "B")]),
+    })
+    .to_string();
+    let id = env.enqueue("score.attempt", &payload, &[]);
+    let job = env.wait_for_state(&id, "failed").await;
+    assert_eq!(job.attempts, 1, "bad input is not retried");
+    let error = job.last_error.unwrap();
+    for problem in ["q1", "q9", "q2"] {
+        assert!(error.contains(problem), "{error:?} should name {problem}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM score_results")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+
+    let unknown = json!({"attempt": {"attempt_id": "a-x", "test_id": "nope", "responses": []}});
+    let id = env.enqueue("score.attempt", &unknown.to_string(), &[]);
+    let error = env.wait_for_state(&id, "failed").await.last_error.unwrap();
+    assert!(error.contains("unknown test `nope`"), "{error}");
+}
+
+/// a: 1/3, b: 3, c: 2, d: 2, e: 0 under key 1.
+async fn score_five(env: &TestEnv) {
+    let attempts = [
+        attempt("a", "c-a", &[("q1", "A"), ("q2", "C"), ("q3", "D")]),
+        attempt("b", "c-b", &[("q1", "A"), ("q2", "B"), ("q3", "C")]),
+        attempt("c", "c-c", &[("q1", "A"), ("q2", "B")]),
+        attempt("d", "c-d", &[("q1", "A"), ("q2", "B")]),
+        attempt("e", "c-e", &[]),
+    ];
+    let ids: Vec<String> = attempts
+        .into_iter()
+        .map(|a| {
+            let payload = json!({"test": test_v1(), "attempt": a}).to_string();
+            env.enqueue("score.attempt", &payload, &[])
+        })
+        .collect();
+    for id in &ids {
+        env.wait_for_state(id, "completed").await;
+    }
+}
+
+#[sqlx::test]
+async fn a_revised_key_rescores_every_attempt(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    score_five(&env).await;
+
+    let mut revised = test_v1();
+    revised["key_version"] = json!(2);
+    revised["sections"][0]["questions"][1]["answer"] = json!("C");
+    let id = env.enqueue(
+        "score.rescore_test",
+        &json!({"test": revised}).to_string(),
+        &[],
+    );
+    let job = env.wait_for_state(&id, "completed").await;
+    assert_eq!(job.progress, 100);
+    assert_eq!(job.result.unwrap()["rescored"], 5);
+
+    for (attempt, marks) in [
+        ("a", "5/3"),
+        ("b", "5/3"),
+        ("c", "2/3"),
+        ("d", "2/3"),
+        ("e", "0"),
+    ] {
+        assert_eq!(
+            result_marks(&env, attempt).await,
+            (marks.to_owned(), 2),
+            "attempt {attempt}"
+        );
+    }
+    // The same key again changes nothing.
+    let again = env.enqueue(
+        "score.rescore_test",
+        &json!({"test_id": "t-thirds"}).to_string(),
+        &[],
+    );
+    env.wait_for_state(&again, "completed").await;
+    assert_eq!(result_marks(&env, "a").await, ("5/3".to_owned(), 2));
+
+    // A different test under a stored key version is refused.
+    let mut conflicting = test_v1();
+    conflicting["sections"][0]["questions"][0]["answer"] = json!("D");
+    let id = env.enqueue(
+        "score.rescore_test",
+        &json!({"test": conflicting}).to_string(),
+        &[],
+    );
+    let error = env.wait_for_state(&id, "failed").await.last_error.unwrap();
+    assert!(
+        error.contains("key version 1 of test `t-thirds` is already stored"),
+        "{error}"
+    );
+}
+
+#[sqlx::test]
+async fn finalizing_ranks_ties_together_with_nta_percentiles(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    score_five(&env).await;
+
+    let id = env.enqueue("score.finalize_test", r#"{"test_id": "t-thirds"}"#, &[]);
+    let job = env.wait_for_state(&id, "completed").await;
+    assert_eq!(job.result.unwrap()["candidates"], 5);
+    let standings: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT attempt_id, rank, percentile FROM score_results ORDER BY attempt_id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("a", 4, "40.0000000"),
+        ("b", 1, "100.0000000"),
+        ("c", 2, "80.0000000"),
+        ("d", 2, "80.0000000"),
+        ("e", 5, "20.0000000"),
+    ];
+    let standings: Vec<(&str, i32, &str)> = standings
+        .iter()
+        .map(|(a, r, p)| (a.as_str(), *r, p.as_str()))
+        .collect();
+    assert_eq!(standings, expected);
+
+    let (candidates, statistics): (i32, Value) = sqlx::query_as(
+        "SELECT candidates, statistics FROM score_test_reports WHERE test_id = 't-thirds'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(candidates, 5);
+    let text = statistics.to_string();
+    // Mean (1/3 + 3 + 2 + 2 + 0) / 5 = 22/15; highest 3; median 2.
+    for expected in [r#""22/15""#, r#""highest":"3""#, r#""median":"2""#] {
+        assert!(
+            text.contains(expected),
+            "statistics lack {expected}: {text}"
+        );
+    }
+}
+
+#[test]
+fn the_offline_scorer_prints_the_result_or_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let request = json!({"test": test_v1(),
+                         "attempt": attempt("x", "c", &[("q1", "A"), ("q2", "D")])});
+    std::fs::write(&good, request.to_string()).unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["score", good.to_str().unwrap()])
+        .env("QUIZWORKER_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["marks"], "2/3");
+    assert_eq!(result["max_marks"], "3");
+
+    let bad = dir.path().join("bad.json");
+    let request = json!({"test": test_v1(),
+                         "attempt": attempt("x", "c", &[("q7", "A"), ("q1", "E")])});
+    std::fs::write(&bad, request.to_string()).unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["score", bad.to_str().unwrap()])
+        .env("QUIZWORKER_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("q7") && stderr.contains("q1"), "{stderr}");
+}
