@@ -25,16 +25,18 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_state_queue_idx ON jobs (state, queue);
 CREATE INDEX jobs_queue_finished_idx ON jobs (queue, finished_at) WHERE finished_at IS NOT NULL;
 
+-- One row per ended attempt, written when it ends (the attempt under way is the job row's
+-- attempts, worker and attempted_at), so that journaling an attempt costs one insert.
 CREATE TABLE job_attempts (
     job_id      text        NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     attempt     integer     NOT NULL,
     worker      text        NOT NULL,
     started_at  timestamptz NOT NULL,
-    finished_at timestamptz,
-    duration_ms bigint,
-    -- running: under way; lost: its worker died; interrupted: handed back at shutdown
-    outcome     text        NOT NULL DEFAULT 'running' CHECK (outcome IN
-                    ('running', 'completed', 'failed', 'lost', 'interrupted')),
+    finished_at timestamptz NOT NULL,
+    duration_ms bigint      NOT NULL,
+    -- lost: its worker died; interrupted: handed back at shutdown
+    outcome     text        NOT NULL CHECK (outcome IN
+                    ('completed', 'failed', 'lost', 'interrupted')),
     error       text,
     PRIMARY KEY (job_id, attempt)
 );

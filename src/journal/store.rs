@@ -36,6 +36,7 @@ pub struct AttemptRow {
     pub attempt: i32,
     pub worker: String,
     pub started_at: DateTime<Utc>,
+    /// `None` for the attempt under way.
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     pub outcome: String,
@@ -89,10 +90,15 @@ pub async fn get(pool: &PgPool, id: &str) -> sqlx::Result<Option<JobRow>> {
     .await
 }
 
+/// Every attempt of a job, the one under way included.
 pub async fn attempts(pool: &PgPool, id: &str) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as(
         "SELECT attempt, worker, started_at, finished_at, duration_ms, outcome, error
-           FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+           FROM job_attempts WHERE job_id = $1
+         UNION ALL
+         SELECT attempts, COALESCE(worker, ''), attempted_at, NULL, NULL, 'running', NULL
+           FROM jobs WHERE id = $1 AND state = 'running' AND attempted_at IS NOT NULL
+          ORDER BY attempt",
     )
     .bind(id)
     .fetch_all(pool)

@@ -310,12 +310,16 @@ async fn write_starts(
                 AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker)
         ),
         lost AS (
-            UPDATE job_attempts a
-               SET outcome = 'lost', finished_at = now(),
-                   duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
-                   error = 'the worker stopped before this attempt finished'
-              FROM input
-             WHERE a.job_id = input.id AND a.outcome = 'running'
+            -- A job that starts again while the journal has it running lost its last attempt
+            -- with the worker that ran it.
+            INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at,
+                                      duration_ms, outcome, error)
+            SELECT j.id, j.attempts, COALESCE(j.worker, ''), j.attempted_at, now(),
+                   (extract(epoch FROM now() - j.attempted_at) * 1000)::bigint, 'lost',
+                   'the worker stopped before this attempt finished'
+              FROM jobs j JOIN input i ON i.id = j.id
+             WHERE j.state = 'running'
+            ON CONFLICT DO NOTHING
         ),
         upserted AS (
             INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
@@ -329,12 +333,6 @@ async fn write_starts(
                    updated_at = now()
              WHERE j.state NOT IN ('completed', 'failed', 'cancelled')
             RETURNING j.id, j.attempts, j.max_attempts
-        ),
-        attempt_rows AS (
-            INSERT INTO job_attempts (job_id, attempt, worker, started_at)
-            SELECT u.id, u.attempts, i.worker, now()
-              FROM upserted u JOIN input i ON i.id = u.id
-            ON CONFLICT DO NOTHING
         )
         SELECT i.id, u.attempts, u.max_attempts, j.state
           FROM input i
@@ -415,33 +413,37 @@ async fn write_finishes(
                                  $6::timestamptz[])
                 AS t(id, attempt, state, result, error, run_at)
         ),
-        attempt_rows AS (
-            UPDATE job_attempts a
-               SET finished_at = now(),
-                   duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
-                   outcome = CASE input.state WHEN 'completed' THEN 'completed'
-                                              WHEN 'queued' THEN 'interrupted'
-                                              ELSE 'failed' END,
-                   error = input.error
+        updated AS (
+            UPDATE jobs j
+               SET state = CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE input.state END,
+                   result = COALESCE(input.result, j.result),
+                   last_error = CASE WHEN input.state = 'completed' THEN NULL
+                                     ELSE COALESCE(input.error, j.last_error) END,
+                   scheduled_at = input.run_at,
+                   progress = CASE WHEN input.state = 'completed' THEN 100 ELSE j.progress END,
+                   -- An attempt cut short by a shutdown is not the job's fault: it does not use
+                   -- up one of the job's attempts.
+                   max_attempts = CASE WHEN input.state = 'queued' THEN j.max_attempts + 1
+                                       ELSE j.max_attempts END,
+                   finished_at = CASE WHEN input.state IN ('completed', 'failed') THEN now()
+                                      ELSE j.finished_at END,
+                   updated_at = now()
               FROM input
-             WHERE a.job_id = input.id AND a.attempt = input.attempt
+             WHERE j.id = input.id AND j.attempts = input.attempt
+         RETURNING j.id, input.attempt, j.worker, j.attempted_at, input.state, input.error
         )
-        UPDATE jobs j
-           SET state = CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE input.state END,
-               result = COALESCE(input.result, j.result),
-               last_error = CASE WHEN input.state = 'completed' THEN NULL
-                                 ELSE COALESCE(input.error, j.last_error) END,
-               scheduled_at = input.run_at,
-               progress = CASE WHEN input.state = 'completed' THEN 100 ELSE j.progress END,
-               -- An attempt cut short by a shutdown is not the job's fault: it does not use up
-               -- one of the job's attempts.
-               max_attempts = CASE WHEN input.state = 'queued' THEN j.max_attempts + 1
-                                   ELSE j.max_attempts END,
-               finished_at = CASE WHEN input.state IN ('completed', 'failed') THEN now()
-                                  ELSE j.finished_at END,
-               updated_at = now()
-          FROM input
-         WHERE j.id = input.id AND j.attempts = input.attempt
+        -- The attempt's row is written once, when it ends; the journal's job row says who runs
+        -- the current one and since when.
+        INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, duration_ms,
+                                  outcome, error)
+        SELECT id, attempt, COALESCE(worker, ''), attempted_at, now(),
+               (extract(epoch FROM now() - attempted_at) * 1000)::bigint,
+               CASE state WHEN 'completed' THEN 'completed'
+                          WHEN 'queued' THEN 'interrupted'
+                          ELSE 'failed' END,
+               error
+          FROM updated
+        ON CONFLICT DO NOTHING
         "#,
     )
     .bind(&ids)
