@@ -14,7 +14,7 @@
 //!    fresh daemon drains that backlog while the journal is sampled every 250 ms.
 //!
 //! Knobs (environment, with defaults): BENCH_JOBS=100000, BENCH_LATENCY_JOBS=500,
-//! BENCH_LATENCY_RATE=200 (jobs/s), BENCH_CONCURRENCY=200 (the default queue's concurrency),
+//! BENCH_LATENCY_RATE=200 (jobs/s), BENCH_CONCURRENCY=1000 (the default queue's concurrency, as shipped),
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (any database on the server: the
 //! run's own database is created next to it), REDIS_URL=redis://127.0.0.1:6379.
 //!
@@ -107,7 +107,7 @@ impl Knobs {
             jobs: env_or("BENCH_JOBS", 100_000)?,
             latency_jobs: env_or("BENCH_LATENCY_JOBS", 500)?,
             latency_rate: env_or("BENCH_LATENCY_RATE", 200.0)?,
-            concurrency: env_or("BENCH_CONCURRENCY", 200)?,
+            concurrency: env_or("BENCH_CONCURRENCY", 1000)?,
             database_url: env_or(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),

@@ -134,7 +134,7 @@ impl Default for Config {
                 progress_interval: Duration::from_millis(500),
             },
             queues: BTreeMap::from([
-                ("default".into(), queue(200, 60, 5)),
+                ("default".into(), queue(1000, 60, 5)),
                 ("scoring".into(), queue(16, 300, 5)),
                 ("emails".into(), queue(16, 60, 8)),
                 ("exports".into(), queue(4, 900, 3)),
