@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use ulid::Ulid;
 
@@ -26,6 +29,8 @@ pub struct Executor {
     journal: Journal,
     queues: RedisQueues,
     services: Arc<Services>,
+    /// Every job task of this process, so that shutdown can stop the ones it abandons.
+    tasks: Arc<Mutex<JoinSet<()>>>,
     /// Attempts under way in this process, so that shutdown can record the ones it abandons.
     running: Arc<Mutex<HashMap<String, u32>>>,
 }
@@ -42,13 +47,31 @@ impl Executor {
             journal,
             queues,
             services: Arc::new(services),
+            tasks: Arc::default(),
             running: Arc::default(),
         }
     }
 
+    /// Runs one job in a task of its own and waits for it. If the caller goes away (the
+    /// worker died with Redis), the job still finishes and its outcome reaches the journal;
+    /// only [`Executor::interrupt_running`] stops it.
+    pub async fn run(&self, queue: Queue, worker: String, id: String, raw: Vec<u8>) {
+        let (done, finished) = oneshot::channel();
+        let executor = self.clone();
+        {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                executor.execute(queue, &worker, &id, &raw).await;
+                let _ = done.send(());
+            });
+        }
+        let _ = finished.await;
+    }
+
     /// Runs one job. Every outcome, bad input included, ends up in the journal; nothing here
     /// returns an error to the transport, because retries are ours to decide.
-    pub async fn execute(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) {
+    async fn execute(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) {
         let decoded = Envelope::decode(raw).and_then(|envelope| {
             if envelope.id.to_string() == id {
                 Ok(envelope)
@@ -175,10 +198,10 @@ impl Executor {
         );
         let timeout = self.config.queue(queue).timeout;
         let services = self.services.clone();
-        let mut task = tokio::spawn(
+        let mut task = AbortOnDropHandle::new(tokio::spawn(
             async move { handlers::dispatch(&envelope, &ctx, &services).await }
                 .instrument(tracing::Span::current()),
-        );
+        ));
         match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) if join_error.is_panic() => {
@@ -242,9 +265,13 @@ impl Executor {
         }
     }
 
-    /// Records every attempt still under way as interrupted (its job back to queued). Called at
-    /// shutdown once the wait for running jobs is over.
+    /// Stops every job still running and records its attempt as interrupted (the job back to
+    /// queued). Called at shutdown once the wait for running jobs is over.
     pub async fn interrupt_running(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
         let running: Vec<(String, u32)> = self
             .running
             .lock()

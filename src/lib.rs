@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod executor;
 pub mod handlers;
+pub mod health;
 pub mod journal;
 pub mod pool;
 pub mod queue;

@@ -3,18 +3,18 @@
 //! that dies takes the process down with a non-zero exit (systemd restarts it), and a shutdown
 //! lets running jobs finish, then hands the rest back to the queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use apalis::layers::WorkerBuilderExt;
 use apalis_core::backend::codec::Codec;
 use apalis_core::backend::ext::BackendExt;
 use apalis_core::backend::ext::poll_strategy::Strategy;
-use apalis_core::error::BoxDynError;
+use apalis_core::error::{BoxDynError, WorkerError};
 use apalis_core::task::data::Data;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
@@ -23,10 +23,12 @@ use apalis_redis::RedisStorage;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use quizworker_jobs::Queue;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::executor::Executor;
+use crate::health::Health;
 use crate::queue::{self, RedisQueues};
 
 /// Hands apalis the bytes stored in Redis untouched: decoding is the executor's, so a payload
@@ -59,154 +61,313 @@ async fn handle(
     worker: WorkerContext,
     job: Data<QueueJob>,
 ) -> Result<(), BoxDynError> {
+    // If this worker dies (Redis went away) the job still finishes and its outcome reaches
+    // the journal; the redelivery that follows finds it done.
     job.executor
-        .execute(job.queue, worker.name(), &id.to_string(), &raw)
+        .run(job.queue, worker.name().to_owned(), id.to_string(), raw)
         .await;
     Ok(())
 }
 
-struct RunningWorker {
-    queue: Queue,
-    context: WorkerContext,
+/// A worker that dies this often within [`RESTART_WINDOW`] while Redis answers is not going to
+/// get better by itself: the process exits non-zero and systemd starts it afresh.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the pool's tasks share.
+struct Shared {
+    config: Arc<Config>,
+    executor: Executor,
+    redis: RedisQueues,
+    health: Arc<Health>,
+    /// Unique per process, so a restart is never refused as "still active" and a dead
+    /// process' jobs are recognised as orphans (shared/notes traps 3 and 6).
+    process_name: String,
+    /// Each queue's current worker: its name, its context, and the sender that wakes it.
+    current: Mutex<HashMap<Queue, Current>>,
 }
 
-/// Runs workers for `queues` until `shutdown` resolves (Ok) or a worker dies (Err).
+struct Current {
+    name: String,
+    context: WorkerContext,
+    wake: mpsc::Sender<()>,
+}
+
+/// Runs workers for `queues` until `shutdown` resolves (Ok) or a worker keeps dying (Err).
 pub async fn run(
     config: Arc<Config>,
     executor: Executor,
     redis: RedisQueues,
+    health: Arc<Health>,
     queues: &[Queue],
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // Unique per process, so a restart is never refused as "still active" and a dead
-    // process' jobs are recognised as orphans (shared/notes traps 3 and 6).
-    let worker_name = format!(
-        "{}-{}-{}",
-        hostname(),
-        std::process::id(),
-        ulid::Ulid::new()
-    );
-    let mut wakers = HashMap::new();
-    let mut workers = Vec::new();
-    let mut tasks = JoinSet::new();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        executor: executor.clone(),
+        redis: redis.clone(),
+        health,
+        process_name: format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            ulid::Ulid::new()
+        ),
+        current: Mutex::new(HashMap::new()),
+    });
     for &queue in queues {
-        let queue_config = config.queue(queue);
-        let (wake_tx, wake_rx) = mpsc::channel::<()>(1);
-        wakers.insert(
-            format!("tasks:{}:active:available", redis.name(queue)),
-            wake_tx,
-        );
-        let storage_config = apalis_redis::Config::default()
-            .queue(redis.name(queue))
-            .batch_size(config.worker.fetch_batch)
-            .heartbeat_interval(config.worker.heartbeat_interval)
-            .missed_heartbeats(config.worker.missed_heartbeats as usize)
-            // Its per-task locking makes throughput fall as the backlog grows (trap 10).
-            .lock_tasks(false)
-            .persist_results(true)
-            .emit_events(false);
-        let storage = RedisStorage::<Vec<u8>>::new(queue::connect(&config).await?)
-            .with_config(storage_config)
-            .with_codec(RawBytes)
-            .poll_with_strategy(
-                Strategy::new()
-                    .stream(wake_rx)
-                    .interval(config.worker.poll_interval),
-            );
-        let context = WorkerContext::new(&worker_name);
-        let worker = WorkerBuilder::new(context.clone())
-            .backend(storage)
-            .concurrency(queue_config.concurrency)
-            .data(QueueJob {
-                executor: executor.clone(),
-                queue,
-            })
-            .build(handle);
-        tasks.spawn(async move { (queue, worker.run().await) });
-        workers.push(RunningWorker { queue, context });
+        shared.health.set_worker(queue, false);
     }
-    let listener = tokio::spawn(wake_on_publish(config.clone(), wakers));
-    let pauser = tokio::spawn(follow_pauses(
-        redis.clone(),
-        workers
-            .iter()
-            .map(|w| (w.queue, w.context.clone()))
-            .collect(),
-        config.worker.pause_check_interval,
-    ));
-    tracing::info!(
-        worker = %worker_name,
-        queues = %queues.iter().map(|q| q.name()).collect::<Vec<_>>().join(","),
-        "quizworker ready"
-    );
+    let (stop, stopping) = watch::channel(false);
+    let mut supervisors = JoinSet::new();
+    for &queue in queues {
+        let (shared, stopping) = (shared.clone(), stopping.clone());
+        supervisors.spawn(async move { (queue, supervise(queue, shared, stopping).await) });
+    }
+    let channels = queues
+        .iter()
+        .map(|&q| (format!("tasks:{}:active:available", redis.name(q)), q))
+        .collect();
+    let listener = tokio::spawn(wake_on_publish(shared.clone(), channels));
+    let pauser = tokio::spawn(follow_pauses(shared.clone()));
+    let ready = async {
+        while !shared.health.workers_running() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(
+            worker = %shared.process_name,
+            queues = %queues.iter().map(|q| q.name()).collect::<Vec<_>>().join(","),
+            "quizworker ready"
+        );
+        std::future::pending::<()>().await;
+    };
 
     tokio::pin!(shutdown);
-    let died = tokio::select! {
+    let gave_up = tokio::select! {
         () = &mut shutdown => None,
-        Some(ended) = tasks.join_next() => Some(ended),
+        Some(ended) = supervisors.join_next() => Some(ended),
+        () = ready => unreachable!("readiness never ends"),
     };
+    let _ = stop.send(true);
     listener.abort();
     pauser.abort();
-    for worker in &workers {
-        let _ = worker.context.stop();
-    }
-    let death = match died {
+    let failure = match gave_up {
         None => {
             tracing::info!(timeout = ?config.worker.shutdown_timeout, "shutting down: waiting for running jobs");
             None
         }
+        Some(Ok((_, Err(reason)))) => Some(reason),
         Some(Ok((queue, Ok(())))) => Some(format!("the {queue} worker stopped by itself")),
-        Some(Ok((queue, Err(e)))) => Some(format!("the {queue} worker died: {e}")),
-        Some(Err(e)) => Some(format!("a worker task failed: {e}")),
+        Some(Err(e)) => Some(format!("a worker's supervisor failed: {e}")),
     };
-    if let Some(reason) = &death {
+    if let Some(reason) = &failure {
         tracing::error!("{reason}; stopping the other workers");
     }
 
     let drained = tokio::time::timeout(config.worker.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
+        while supervisors.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tasks.abort_all();
+        supervisors.abort_all();
         let interrupted = executor.interrupt_running().await;
         tracing::warn!(
             interrupted,
             "shutdown timeout reached; handing running jobs back"
         );
     }
-    for worker in &workers {
-        match redis.hand_back(worker.queue, &worker_name).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(queue = %worker.queue, jobs = n, "handed jobs back to the queue")
-            }
-            Err(e) => tracing::error!(queue = %worker.queue, error = %e,
-                "could not hand jobs back; another process takes them once this one's heartbeat expires"),
-        }
+    let current: Vec<(Queue, String)> = shared
+        .current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(q, c)| (*q, c.name.clone()))
+        .collect();
+    for (queue, name) in current {
+        hand_back(&redis, queue, &name).await;
     }
-    match death {
+    match failure {
         Some(reason) => bail!(reason),
         None => Ok(()),
     }
 }
 
+/// Keeps one queue's worker running: builds it, runs it, and when it dies (Redis went away,
+/// or refused it) hands its jobs back, waits for Redis and starts a new one. Returns `Err`
+/// when the worker keeps dying.
+async fn supervise(
+    queue: Queue,
+    shared: Arc<Shared>,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut deaths: VecDeque<Instant> = VecDeque::new();
+    let mut wait = Duration::from_millis(100);
+    for incarnation in 1u64.. {
+        if *stopping.borrow() {
+            return Ok(());
+        }
+        let name = format!("{}-{incarnation}", shared.process_name);
+        let (worker, context, wake) = match build_worker(&shared, queue, &name).await {
+            Ok(built) => built,
+            Err(e) => {
+                shared.health.set_redis(false);
+                tracing::warn!(%queue, error = %e, retry_in = ?wait, "cannot start the worker; waiting for Redis");
+                if wait_or_stop(&mut stopping, wait).await {
+                    return Ok(());
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        shared.health.set_redis(true);
+        wait = Duration::from_millis(100);
+        shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                queue,
+                Current {
+                    name: name.clone(),
+                    context: context.clone(),
+                    wake,
+                },
+            );
+        let run = worker;
+        tokio::pin!(run);
+        let mut registered = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = async { stopping.wait_for(|stop| *stop).await.map(drop) } => {
+                    // Stop taking jobs; the running ones finish (the caller bounds how long).
+                    let _ = context.stop();
+                    break run.await;
+                }
+                // apalis says ready only once the worker is registered in Redis.
+                () = tokio::time::sleep(Duration::from_millis(10)), if !registered => {
+                    if context.is_ready() {
+                        registered = true;
+                        shared.health.set_worker(queue, true);
+                    }
+                }
+            }
+        };
+        shared.health.set_worker(queue, false);
+        if *stopping.borrow() && outcome.is_ok() {
+            return Ok(());
+        }
+        let reason = match outcome {
+            Ok(()) => "it stopped by itself".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let now = Instant::now();
+        deaths.push_back(now);
+        while deaths.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
+            deaths.pop_front();
+        }
+        if deaths.len() > MAX_RESTARTS {
+            return Err(format!(
+                "the {queue} worker died {} times within {}s: {reason}",
+                deaths.len(),
+                RESTART_WINDOW.as_secs()
+            ));
+        }
+        tracing::error!(%queue, %reason, "the worker died; starting a new one");
+        // Its jobs go back now rather than when its heartbeat expires.
+        hand_back(&shared.redis, queue, &name).await;
+        if wait_or_stop(&mut stopping, wait).await {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// A new worker for the queue: the future that runs it, its context, and its wake-up sender.
+async fn build_worker(
+    shared: &Shared,
+    queue: Queue,
+    name: &str,
+) -> anyhow::Result<(
+    impl Future<Output = Result<(), WorkerError>> + Send + use<>,
+    WorkerContext,
+    mpsc::Sender<()>,
+)> {
+    let config = &shared.config;
+    let (wake_tx, wake_rx) = mpsc::channel::<()>(1);
+    let storage_config = apalis_redis::Config::default()
+        .queue(shared.redis.name(queue))
+        .batch_size(config.worker.fetch_batch)
+        .heartbeat_interval(config.worker.heartbeat_interval)
+        .missed_heartbeats(config.worker.missed_heartbeats as usize)
+        // Its per-task locking makes throughput fall as the backlog grows (trap 10).
+        .lock_tasks(false)
+        .persist_results(true)
+        .emit_events(false);
+    let storage = RedisStorage::<Vec<u8>>::new(queue::connect(config).await?)
+        .with_config(storage_config)
+        .with_codec(RawBytes)
+        .poll_with_strategy(
+            Strategy::new()
+                .stream(wake_rx)
+                .interval(config.worker.poll_interval),
+        );
+    let context = WorkerContext::new(name);
+    let worker = WorkerBuilder::new(context.clone())
+        .backend(storage)
+        .concurrency(config.queue(queue).concurrency)
+        .data(QueueJob {
+            executor: shared.executor.clone(),
+            queue,
+        })
+        .build(handle);
+    Ok((worker.run(), context, wake_tx))
+}
+
+/// Sleeps, unless the pool is told to stop first; true if it was.
+async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        stopped = stopping.wait_for(|stop| *stop) => stopped.is_ok(),
+    };
+    stopped || *stopping.borrow()
+}
+
+async fn hand_back(redis: &RedisQueues, queue: Queue, worker: &str) {
+    match redis.hand_back(queue, worker).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(%queue, jobs = n, "handed jobs back to the queue"),
+        Err(e) => tracing::error!(%queue, error = %e,
+            "could not hand jobs back; another worker takes them once this one's heartbeat expires"),
+    }
+}
+
 /// Wakes a queue's worker when a producer publishes that a job is ready, so a new job starts
 /// within milliseconds instead of at the next poll.
-async fn wake_on_publish(config: Arc<Config>, mut wakers: HashMap<String, mpsc::Sender<()>>) {
+/// Wakes a queue's worker when a producer publishes that a job is ready, so a new job starts
+/// within milliseconds instead of at the next poll.
+async fn wake_on_publish(shared: Arc<Shared>, channels: HashMap<String, Queue>) {
     let mut wait = Duration::from_millis(100);
     loop {
         let result: anyhow::Result<()> = async {
-            let client = redis::Client::open(config.redis.url.as_str())?;
+            let client = redis::Client::open(shared.config.redis.url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
-            for channel in wakers.keys() {
+            for channel in channels.keys() {
                 pubsub.subscribe(channel).await?;
             }
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
-                if let Some(waker) = wakers.get_mut(message.get_channel_name()) {
+                let Some(queue) = channels.get(message.get_channel_name()) else {
+                    continue;
+                };
+                if let Some(current) = shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(queue)
+                {
                     // A full channel already holds a wake-up: nothing is lost by dropping this one.
-                    let _ = waker.try_send(());
+                    let _ = current.wake.try_send(());
                 }
             }
             bail!("the subscription ended")
@@ -221,19 +382,21 @@ async fn wake_on_publish(config: Arc<Config>, mut wakers: HashMap<String, mpsc::
 }
 
 /// Applies `queues pause` and `queues resume` to this process' workers.
-async fn follow_pauses(redis: RedisQueues, workers: Vec<(Queue, WorkerContext)>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
+async fn follow_pauses(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.worker.pause_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let paused = match redis.paused().await {
+        let paused = match shared.redis.paused().await {
             Ok(paused) => paused,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the paused queues");
                 continue;
             }
         };
-        for (queue, context) in &workers {
+        let current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
+        for (queue, worker) in current.iter() {
+            let context = &worker.context;
             let want_paused = paused.contains(queue);
             if want_paused && context.is_running() {
                 if context.pause().is_ok() {

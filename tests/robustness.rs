@@ -209,17 +209,47 @@ async fn a_job_that_keeps_killing_its_process_ends_failed(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_dead_worker_makes_the_process_exit_non_zero(pool: PgPool) {
+async fn a_dead_worker_is_replaced_and_work_goes_on(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     let mut daemon = env.spawn_daemon(&["--queues", "default"]);
     // Unregistering the worker behind its back makes its next heartbeat fail, which apalis
-    // treats as fatal: the process must not idle on without it.
+    // treats as fatal to the worker.
     let _: i64 = env
         .redis_cmd(redis::cmd("DEL").arg(format!("{}:workers", env.queue("default"))))
         .await;
-    let code = daemon.wait_exit(Duration::from_secs(20));
+    daemon.wait_for_log("the worker died; starting a new one");
+    let id = env.enqueue("diag.noop", "{}", &[]);
+    env.wait_for_state(&id, "completed").await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the process lives on"
+    );
+}
+
+#[sqlx::test]
+async fn a_worker_that_keeps_dying_makes_the_process_exit_non_zero(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let mut daemon = env.spawn_daemon(&["--queues", "default"]);
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the process idles on"
+        );
+        let _: i64 = env
+            .redis_cmd(redis::cmd("DEL").arg(format!("{}:workers", env.queue("default"))))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}");
-    assert!(daemon.log_text().contains("the default worker died"));
+    assert!(
+        daemon
+            .log_text()
+            .contains("the default worker died 6 times within 60s")
+    );
 }
 
 #[sqlx::test]

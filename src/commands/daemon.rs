@@ -10,6 +10,7 @@ use super::{MIGRATOR, connect_postgres, output};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::handlers::Services;
+use crate::health::Health;
 use crate::journal::Journal;
 use crate::pool;
 use crate::queue::RedisQueues;
@@ -35,10 +36,11 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
             .context("could not apply migrations")?;
     }
     let redis = RedisQueues::connect(&config).await?;
-    let (journal, writer) = Journal::spawn(pg.clone(), config.journal.max_batch);
+    let health = Arc::new(Health::default());
+    let (journal, writer) = Journal::spawn(pg.clone(), config.journal.max_batch, health.clone());
     let services = Services { pg };
     let executor = Executor::new(config.clone(), journal, redis.clone(), services);
-    let result = pool::run(config, executor, redis, &queues, shutdown_signal()).await;
+    let result = pool::run(config, executor, redis, health, &queues, shutdown_signal()).await;
     // The writer ends when the last handle is gone, after its final batch; a handler abandoned
     // at the shutdown timeout may still hold one, so do not wait for ever.
     if tokio::time::timeout(Duration::from_secs(10), writer)

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::JobState;
+use crate::health::Health;
 
 /// What the journal needs to know when an attempt starts.
 #[derive(Debug, Clone)]
@@ -89,9 +90,9 @@ pub struct Journal {
 
 impl Journal {
     /// Starts the writer task. It ends when every handle is dropped and the last batch is written.
-    pub fn spawn(pool: PgPool, max_batch: usize) -> (Journal, JoinHandle<()>) {
+    pub fn spawn(pool: PgPool, max_batch: usize, health: Arc<Health>) -> (Journal, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch * 2);
-        let handle = tokio::spawn(run_writer(pool, rx, max_batch));
+        let handle = tokio::spawn(run_writer(pool, rx, max_batch, health));
         (Journal { tx }, handle)
     }
 
@@ -134,7 +135,12 @@ impl Journal {
 /// commits that land together share a WAL flush.
 const CONCURRENT_BATCHES: usize = 4;
 
-async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
+async fn run_writer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Command>,
+    max_batch: usize,
+    health: Arc<Health>,
+) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(max_batch);
@@ -151,10 +157,10 @@ async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Command>, max_batch: us
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, health) = (pool.clone(), health.clone());
         let commands = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
         writes.spawn(async move {
-            write_with_retry(&pool, commands).await;
+            write_with_retry(&pool, commands, &health).await;
             drop(slot);
         });
         while writes.try_join_next().is_some() {}
@@ -164,18 +170,22 @@ async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Command>, max_batch: us
 
 /// Writes a batch, waiting out Postgres outages with backoff: a change is never dropped
 /// because the database was briefly away.
-async fn write_with_retry(pool: &PgPool, batch: Vec<Command>) {
+async fn write_with_retry(pool: &PgPool, batch: Vec<Command>, health: &Health) {
     let mut parts = Batch::from(batch);
     let mut wait = Duration::from_millis(50);
     loop {
         match parts.write(pool).await {
-            Ok(()) => return,
+            Ok(()) => {
+                health.set_postgres(true);
+                return;
+            }
             Err(sqlx::Error::Database(e)) => {
                 tracing::error!(error = %e, "journal batch refused; writing its changes one by one");
                 parts.write_one_by_one(pool).await;
                 return;
             }
             Err(e) => {
+                health.set_postgres(false);
                 tracing::warn!(error = %e, retry_in = ?wait, "journal write failed; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));

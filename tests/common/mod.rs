@@ -169,10 +169,28 @@ impl TestEnv {
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "job {id} did not reach {state} in {DEADLINE:?}; it is {job:?}"
+                "job {id} did not reach {state} in {DEADLINE:?}; it is {job:?}\n{}",
+                self.daemon_logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every daemon log of this test, for a failure message.
+    pub fn daemon_logs(&self) -> String {
+        let mut logs = String::new();
+        for entry in fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("daemon-") {
+                let text = fs::read_to_string(entry.path()).unwrap_or_default();
+                logs.push_str(&format!("--- {name}\n{text}\n"));
+            }
+        }
+        logs
     }
 
     pub async fn attempts(&self, id: &str) -> Vec<AttemptRow> {
