@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings up what quizworker and its tests need on 127.0.0.1: Redis (6379) and PostgreSQL (5432,
 # user `postgres` without a password, databases `test` and `quizworker`), plus the Python
-# `redis` package the integration tests use. Idempotent: a quick no-op when all is already up.
+# `redis` package the integration tests use, and `systemd-analyze` (Debian's `systemd` package;
+# the tests check the unit file with it; nothing is started through systemd). Idempotent: a
+# quick no-op when all is already up.
 # Made for Debian 12 as root, without systemd (services are started directly).
 set -euo pipefail
 
@@ -59,10 +61,13 @@ fi
 if ! command -v psql >/dev/null 2>&1 || ! command -v pg_isready >/dev/null 2>&1; then
     missing+=(postgresql-client)
 fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=(systemd)
+fi
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 else
-    say "redis-server, postgresql, postgresql-client: installed"
+    say "redis-server, postgresql, postgresql-client, systemd: installed"
 fi
 
 # ---------------------------------------------------------------------------------------------

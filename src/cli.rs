@@ -49,6 +49,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put back in Redis the jobs the journal says are waiting but Redis lost, and say how many.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a job on its queue and print its id.
     Enqueue(EnqueueArgs),
     /// Score an attempt offline from a file of `{"test": ..., "attempt": ...}` (docs/SCORING.md)

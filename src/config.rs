@@ -2,6 +2,7 @@
 //! once, and passed down. Secrets (passwords in URLs) come from the environment, not the file.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ pub struct Config {
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
     pub worker: WorkerConfig,
+    pub http: HttpConfig,
     pub journal: JournalConfig,
+    pub maintenance: MaintenanceConfig,
     pub queues: BTreeMap<String, QueueConfig>,
 }
 
@@ -63,6 +66,18 @@ pub struct WorkerConfig {
     pub pause_check_interval: Duration,
 }
 
+/// The health and metrics server (`src/http.rs`): `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Loopback by default: the endpoints have no authentication, so a wider address belongs
+    /// behind a firewall. Port 0 takes a free port; the daemon logs the one it bound.
+    pub listen: SocketAddr,
+    /// How often queue depths and the oldest waiting age are read from Redis for `/metrics`.
+    #[serde(with = "humantime_serde")]
+    pub queue_sample_interval: Duration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
@@ -71,6 +86,23 @@ pub struct JournalConfig {
     /// The least time between two progress writes of one job.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+}
+
+/// Upkeep done by one process at a time: putting back jobs Redis lost, pruning the journal
+/// and trimming Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// How often; the first pass runs at start.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Finished jobs stay in the journal this long, by state.
+    #[serde(with = "humantime_serde")]
+    pub keep_completed: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_failed: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_cancelled: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,9 +161,19 @@ impl Default for Config {
                 shutdown_timeout: Duration::from_secs(30),
                 pause_check_interval: Duration::from_millis(250),
             },
+            http: HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+                queue_sample_interval: Duration::from_secs(5),
+            },
             journal: JournalConfig {
                 max_batch: 2000,
                 progress_interval: Duration::from_millis(500),
+            },
+            maintenance: MaintenanceConfig {
+                interval: Duration::from_secs(60),
+                keep_completed: Duration::from_secs(7 * 24 * 3600),
+                keep_failed: Duration::from_secs(30 * 24 * 3600),
+                keep_cancelled: Duration::from_secs(30 * 24 * 3600),
             },
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
@@ -153,8 +195,13 @@ impl Config {
         if path.exists() {
             figment = figment.merge(Toml::file_exact(path));
         }
+        // QUIZWORKER_CONFIG and QUIZWORKER_LOG_FORMAT are the command line's (src/cli.rs).
         figment = figment
-            .merge(Env::prefixed("QUIZWORKER_").split("__").ignore(&["CONFIG"]))
+            .merge(
+                Env::prefixed("QUIZWORKER_")
+                    .split("__")
+                    .ignore(&["CONFIG", "LOG_FORMAT"]),
+            )
             .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
             .merge(
                 Env::raw()
@@ -202,6 +249,12 @@ impl Config {
         }
         if self.worker.missed_heartbeats == 0 {
             bail!("worker.missed_heartbeats must be at least 1");
+        }
+        if self.maintenance.interval.is_zero() {
+            bail!("maintenance.interval must be more than 0s");
+        }
+        if self.http.queue_sample_interval.is_zero() {
+            bail!("http.queue_sample_interval must be more than 0s");
         }
         if self.journal.max_batch == 0 {
             bail!("journal.max_batch must be at least 1");

@@ -18,6 +18,7 @@ use crate::backoff;
 use crate::config::Config;
 use crate::handlers::{self, JobContext, JobError, Services};
 use crate::journal::{self, Finish, JobStart, Journal, StartOutcome};
+use crate::metrics::{self, AttemptMetrics};
 use crate::queue::RedisQueues;
 
 /// The kind recorded for a job whose envelope could not be read.
@@ -120,6 +121,7 @@ impl Executor {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(job = id, %queue, error = %e, "malformed job");
+                metrics::failed_without_running(queue, MALFORMED_KIND);
                 self.record(
                     id,
                     attempt,
@@ -144,6 +146,7 @@ impl Executor {
                 "attempt {attempt} is over the limit of {max_attempts}: the earlier attempts were lost when their worker process died"
             );
             tracing::warn!("{error}");
+            metrics::failed_without_running(queue, &envelope.kind);
             self.record(&id, attempt, Finish::Failed { error }).await;
             return;
         }
@@ -152,10 +155,12 @@ impl Executor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), attempt);
+        let measured = AttemptMetrics::start(queue, &envelope.kind);
         let outcome = self
             .run_handler(queue, envelope, attempt, max_attempts)
             .await;
         let finish = self.decide(queue, attempt, max_attempts, outcome);
+        measured.end(&finish);
         match &finish {
             Finish::Completed { .. } => tracing::debug!("completed"),
             Finish::Retrying { error, run_at } => {

@@ -37,6 +37,12 @@ impl Health {
         !workers.is_empty() && workers.values().all(|&running| running)
     }
 
+    /// Redis and Postgres answered at last contact: workers that are down while they do are
+    /// stuck rather than waiting for a service (what systemd's watchdog tells apart).
+    pub fn services_answer(&self) -> bool {
+        !self.redis_down.load(Ordering::Relaxed) && !self.postgres_down.load(Ordering::Relaxed)
+    }
+
     /// The reasons the process is not ready, empty when it is.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();

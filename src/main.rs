@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    let json_logs = cli.log_format == LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,7 +25,21 @@ fn main() -> ExitCode {
     match runtime.block_on(quizworker::commands::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if json_logs {
+                // One JSON object like every other line, so that journald or Loki pipelines
+                // keep the line that says why the process ended; printed whatever RUST_LOG says.
+                let line = serde_json::json!({
+                    "timestamp": chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "level": "ERROR",
+                    "message": "quizworker stopped on an error",
+                    "error": format!("{e:#}"),
+                    "target": "quizworker",
+                });
+                eprintln!("{line}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -32,8 +47,10 @@ fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     // The daemon logs its work; the operator's commands only warn, so their output stays clean.
+    // The libraries' own info lines (apalis' "Worker ... started" per queue, Postgres notices
+    // relayed by sqlx) repeat what ours say, so they show from warn up.
     let default = match cli.command {
-        Command::Run { .. } => "info",
+        Command::Run { .. } => "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -134,11 +134,13 @@ pub async fn run(
         while !shared.health.workers_running() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::info!(
-            worker = %shared.process_name,
-            queues = %queues.iter().map(|q| q.name()).collect::<Vec<_>>().join(","),
-            "quizworker ready"
-        );
+        let names = queues
+            .iter()
+            .map(|q| q.name())
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(worker = %shared.process_name, queues = %names, "quizworker ready");
+        crate::systemd::ready(&format!("running queues {names}"));
         std::future::pending::<()>().await;
     };
 
@@ -261,6 +263,7 @@ async fn supervise(
             Ok(()) => "it stopped by itself".to_owned(),
             Err(e) => e.to_string(),
         };
+        crate::metrics::worker_died(queue);
         let now = Instant::now();
         deaths.push_back(now);
         while deaths.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
@@ -385,15 +388,21 @@ async fn wake_on_publish(shared: Arc<Shared>, channels: HashMap<String, Queue>) 
 async fn follow_pauses(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.worker.pause_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per outage, not at every tick.
+    let mut failing = false;
     loop {
         ticker.tick().await;
         let paused = match shared.redis.paused().await {
             Ok(paused) => paused,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the paused queues");
+                if !failing {
+                    tracing::warn!(error = %e, "could not read the paused queues");
+                    failing = true;
+                }
                 continue;
             }
         };
+        failing = false;
         let current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
         for (queue, worker) in current.iter() {
             let context = &worker.context;

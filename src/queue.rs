@@ -8,21 +8,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, JobPayload, Queue};
+use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, Queue};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::Config;
 
-/// Re-pushes a journaled job whatever Redis still holds of it (a retry by an operator, or a
-/// job Redis lost): the payload and metadata are overwritten, and the id goes to the back of
-/// the ready list unless it is already waiting there or in the scheduled set.
+/// Re-pushes a journaled job that is not waiting in Redis (a retry by an operator, or a job
+/// Redis lost): the payload and metadata are written again, and the id goes to the scheduled
+/// set if it has a run time still to come (ARGV[4], epoch seconds), else to the ready list.
 const REQUEUE_SCRIPT: &str = r#"
-local queue, id, raw = ARGV[1], ARGV[2], ARGV[3]
+local queue, id, raw, run_at = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 redis.call('HSET', queue .. ':data', id, raw)
 redis.call('HSET', queue .. ':meta:' .. id, 'attempts', 0, 'max_attempts', 25, 'status', 'Pending')
+if run_at > tonumber(redis.call('TIME')[1]) then
+  redis.call('ZADD', queue .. ':scheduled', run_at, id)
+  return 1
+end
 redis.call('ZREM', queue .. ':scheduled', id)
-redis.call('LREM', queue .. ':active', 0, id)
 redis.call('RPUSH', queue .. ':active', id)
 redis.call('DEL', queue .. ':signal')
 redis.call('LPUSH', queue .. ':signal', 1)
@@ -113,12 +116,6 @@ impl RedisQueues {
         })
     }
 
-    /// Enqueues a typed job on its kind's queue, created now: the Rust producer API.
-    pub async fn push<P: JobPayload>(&self, payload: &P) -> anyhow::Result<Enqueued> {
-        let envelope = Envelope::new(payload, Utc::now())?;
-        self.enqueue(P::QUEUE, &envelope).await
-    }
-
     /// Puts a job that failed an attempt back in the scheduled set for its next attempt.
     pub async fn schedule_retry(
         &self,
@@ -127,18 +124,25 @@ impl RedisQueues {
         run_at: DateTime<Utc>,
     ) -> redis::RedisResult<()> {
         let key = format!("{}:scheduled", self.name(queue));
-        // Scores are whole seconds and due means score <= now: round up, or the job could run
-        // up to a second before its backoff is over.
-        let due = run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0);
-        self.conn.clone().zadd::<_, _, _, ()>(key, id, due).await
+        self.conn
+            .clone()
+            .zadd::<_, _, _, ()>(key, id, due_second(run_at))
+            .await
     }
 
-    pub async fn requeue(&self, queue: Queue, envelope: &Envelope) -> anyhow::Result<()> {
+    /// Puts a journaled job back in Redis; the caller knows it is not waiting there already.
+    pub async fn requeue(
+        &self,
+        queue: Queue,
+        envelope: &Envelope,
+        run_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
         self.requeue
             .prepare_invoke()
             .arg(self.name(queue))
             .arg(envelope.id.to_string())
             .arg(envelope.encode())
+            .arg(run_at.map(due_second).unwrap_or(0))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .with_context(|| format!("could not re-push job {} to Redis", envelope.id))?;
@@ -184,6 +188,82 @@ impl RedisQueues {
         })
     }
 
+    /// Every id Redis holds as waiting or taken for a queue: ready, scheduled, or in a worker's
+    /// hands.
+    pub async fn ids_in_redis(&self, queue: Queue) -> redis::RedisResult<HashSet<String>> {
+        let name = self.name(queue);
+        let mut conn = self.conn.clone();
+        let (ready, scheduled): (Vec<String>, Vec<String>) = redis::pipe()
+            .lrange(format!("{name}:active"), 0, -1)
+            .zrange(format!("{name}:scheduled"), 0, -1)
+            .query_async(&mut conn)
+            .await?;
+        let mut ids: HashSet<String> = ready.into_iter().chain(scheduled).collect();
+        let inflight_sets: Vec<String> = {
+            let mut keys = conn.scan_match(format!("{name}:inflight:*")).await?;
+            let mut found = Vec::new();
+            while let Some(key) = keys.next_item().await {
+                found.push(key?);
+            }
+            found
+        };
+        for set in inflight_sets {
+            let members: Vec<String> = conn.smembers(set).await?;
+            ids.extend(members);
+        }
+        Ok(ids)
+    }
+
+    /// Up to `count` ids from the set of jobs apalis has acknowledged.
+    pub async fn acknowledged(
+        &self,
+        queue: Queue,
+        count: isize,
+    ) -> redis::RedisResult<Vec<String>> {
+        let key = format!("{}:done", self.name(queue));
+        self.conn.clone().srandmember_multiple(key, count).await
+    }
+
+    /// Drops what Redis keeps of finished jobs (payload and metadata) and takes every given id
+    /// out of the acknowledged set.
+    pub async fn forget(
+        &self,
+        queue: Queue,
+        acknowledged: &[String],
+        finished: &[String],
+    ) -> redis::RedisResult<()> {
+        let name = self.name(queue);
+        let mut pipe = redis::pipe();
+        if !acknowledged.is_empty() {
+            pipe.srem(format!("{name}:done"), acknowledged).ignore();
+        }
+        if !finished.is_empty() {
+            pipe.hdel(format!("{name}:data"), finished).ignore();
+            let metas: Vec<String> = finished
+                .iter()
+                .map(|id| format!("{name}:meta:{id}"))
+                .collect();
+            pipe.del(metas).ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Frees an idempotency key whose job has left the journal.
+    pub async fn free_idempotency_key(
+        &self,
+        queue: Queue,
+        key: &str,
+        id: &str,
+    ) -> redis::RedisResult<()> {
+        let key = format!("{}:idempotency:{key}", self.name(queue));
+        let mut conn = self.conn.clone();
+        let holder: Option<String> = conn.get(&key).await?;
+        if holder.as_deref() == Some(id) {
+            conn.del::<_, ()>(&key).await?;
+        }
+        Ok(())
+    }
+
     pub async fn hand_back(&self, queue: Queue, worker: &str) -> redis::RedisResult<u64> {
         self.hand_back
             .prepare_invoke()
@@ -207,6 +287,12 @@ impl RedisQueues {
         let names: Vec<String> = self.conn.clone().smembers(self.paused_key()).await?;
         Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
     }
+}
+
+/// The scheduled-set score of a run time. Scores are whole seconds and due means score <= now:
+/// round up, or a job could run up to a second early.
+fn due_second(run_at: DateTime<Utc>) -> i64 {
+    run_at.timestamp() + i64::from(run_at.timestamp_subsec_nanos() > 0)
 }
 
 /// A Redis connection that reconnects by itself, with our response timeout.

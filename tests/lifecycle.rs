@@ -236,17 +236,7 @@ async fn an_idempotency_key_enqueues_once(pool: PgPool) {
 async fn many_jobs_each_complete_once(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     // Enqueue through the Rust producer API: 500 CLI processes would be slow.
-    let config = quizworker::config::Config {
-        redis: quizworker::config::RedisConfig {
-            url: env.redis_url.clone(),
-            prefix: env.prefix.clone(),
-            ..quizworker::config::Config::default().redis
-        },
-        ..quizworker::config::Config::default()
-    };
-    let producer = quizworker::queue::RedisQueues::connect(&config)
-        .await
-        .unwrap();
+    let producer = env.producer().await;
     for _ in 0..500 {
         let enqueued = producer
             .push(&quizworker_jobs::diag::Noop {})
@@ -254,6 +244,11 @@ async fn many_jobs_each_complete_once(pool: PgPool) {
             .unwrap();
         assert!(enqueued.created);
     }
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 500, "the producer journals what it enqueues");
     let _daemon = env.spawn_daemon(&[]);
     let start = std::time::Instant::now();
     loop {

@@ -261,8 +261,9 @@ async fn a_paused_queue_takes_no_jobs_until_resumed(pool: PgPool) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let id = env.enqueue("diag.noop", "{}", &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        env.job(&id).await.is_none(),
+    assert_eq!(
+        env.job(&id).await.unwrap().state,
+        "queued",
         "a paused queue's job did not start"
     );
     let queues = env.cli_json(&["queues", "--json"]);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::{MIGRATOR, connect_postgres, output};
 use crate::config::Config;
@@ -12,8 +13,10 @@ use crate::executor::Executor;
 use crate::handlers::Services;
 use crate::health::Health;
 use crate::journal::Journal;
+use crate::maintenance;
 use crate::pool;
 use crate::queue::RedisQueues;
+use crate::{http, metrics, systemd};
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
@@ -28,6 +31,12 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     let queues = pool::select_queues(queues)?;
     let config = Arc::new(config);
+    let health = Arc::new(Health::default());
+    let metrics_handle = metrics::install()?;
+    // Up before anything else, so that /healthz answers while we connect and migrate.
+    let http = http::start(config.http.listen, health.clone(), metrics_handle.clone()).await?;
+    let stopping = CancellationToken::new();
+    let watchdog = systemd::spawn_watchdog(health.clone(), stopping.clone());
     let pg = connect_postgres(&config).await?;
     if config.postgres.migrate_on_start {
         MIGRATOR
@@ -36,11 +45,28 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
             .context("could not apply migrations")?;
     }
     let redis = RedisQueues::connect(&config).await?;
-    let health = Arc::new(Health::default());
     let (journal, writer) = Journal::spawn(pg.clone(), config.journal.max_batch, health.clone());
+    let upkeep = tokio::spawn(maintenance::run_periodically(
+        config.clone(),
+        pg.clone(),
+        redis.clone(),
+    ));
     let services = Services { pg };
     let executor = Executor::new(config.clone(), journal, redis.clone(), services);
-    let result = pool::run(config, executor, redis, health, &queues, shutdown_signal()).await;
+    let sampler = tokio::spawn(metrics::sample_queues(
+        redis.clone(),
+        queues.clone(),
+        config.http.queue_sample_interval,
+        metrics_handle,
+    ));
+    let shutdown = async move {
+        shutdown_signal().await;
+        systemd::stopping();
+        stopping.cancel();
+    };
+    let result = pool::run(config, executor, redis, health, &queues, shutdown).await;
+    sampler.abort();
+    upkeep.abort();
     // The writer ends when the last handle is gone, after its final batch; a handler abandoned
     // at the shutdown timeout may still hold one, so do not wait for ever.
     if tokio::time::timeout(Duration::from_secs(10), writer)
@@ -49,6 +75,10 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     {
         tracing::warn!("the journal writer did not finish in time");
     }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    http.stop().await;
     if result.is_ok() {
         tracing::info!("stopped");
     }
@@ -67,6 +97,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+pub async fn recover(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pg = connect_postgres(config).await?;
+    let redis = RedisQueues::connect(config).await?;
+    let Some(report) = maintenance::run_once(config, &pg, &redis, false).await? else {
+        anyhow::bail!("another process is doing maintenance right now; try again in a moment");
+    };
+    if json {
+        output::print_json(&report)
+    } else {
+        println!("put {} job(s) back in Redis", report.recovered);
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::cli::EnqueueArgs;
 use crate::config::Config;
+use crate::producer::Producer;
 use crate::queue::RedisQueues;
 
 pub async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
@@ -37,7 +38,8 @@ pub async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
     envelope.run_at = args.delay.map(|delay| now + delay);
 
     let redis = RedisQueues::connect(config).await?;
-    let enqueued = redis.enqueue(queue, &envelope).await?;
+    let producer = Producer::new(config, redis, super::connect_postgres(config).await?);
+    let enqueued = producer.enqueue(queue, &envelope).await?;
     if args.json {
         println!(
             "{}",

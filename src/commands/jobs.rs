@@ -1,7 +1,7 @@
 //! `jobs list|show|retry|cancel`.
 
 use anyhow::{Context, bail};
-use quizworker_jobs::{ENVELOPE_VERSION, Envelope, Queue};
+use quizworker_jobs::{Envelope, Queue};
 use serde::Serialize;
 use serde_json::json;
 
@@ -10,7 +10,7 @@ use crate::cli::JobsCommand;
 use crate::config::Config;
 use crate::executor::MALFORMED_KIND;
 use crate::journal::JobState;
-use crate::journal::store::{self, JobFilter, JobRow};
+use crate::journal::store::{self, JobFilter};
 use crate::queue::RedisQueues;
 
 pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
@@ -253,8 +253,8 @@ async fn retry(
         }
     }
     for job in store::mark_for_retry(&pool, &retryable).await? {
-        let (queue, envelope) = envelope_of(&job)?;
-        redis.requeue(queue, &envelope).await?;
+        let (queue, envelope) = job.envelope()?;
+        redis.requeue(queue, &envelope, None).await?;
         report.retried.push(job.id);
     }
 
@@ -270,25 +270,6 @@ async fn retry(
         bail!("no job was retried");
     }
     Ok(())
-}
-
-/// The envelope of a journaled job, rebuilt for re-pushing.
-fn envelope_of(job: &JobRow) -> anyhow::Result<(Queue, Envelope)> {
-    let queue: Queue = job.queue.parse()?;
-    let envelope = Envelope {
-        v: ENVELOPE_VERSION,
-        id: job
-            .id
-            .parse()
-            .with_context(|| format!("job id {} is not a ULID", job.id))?,
-        kind: job.kind.clone(),
-        payload: job.payload.clone(),
-        created_at: job.created_at,
-        idempotency_key: job.idempotency_key.clone(),
-        max_attempts: u32::try_from(job.max_attempts).ok(),
-        run_at: None,
-    };
-    Ok((queue, envelope))
 }
 
 async fn cancel(config: &Config, ids: &[String], json: bool) -> anyhow::Result<()> {

@@ -26,6 +26,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => daemon::migrate(&config).await,
         Command::Run { queues } => daemon::run(config, queues.as_deref()).await,
         Command::Check { json } => daemon::check(&config, json).await,
+        Command::Recover { json } => daemon::recover(&config, json).await,
         Command::Enqueue(args) => enqueue::enqueue(&config, args).await,
         Command::Score { file } => score::score_file(&file),
         Command::Jobs(command) => jobs::execute(&config, command).await,

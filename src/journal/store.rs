@@ -1,7 +1,9 @@
 //! The operator's queries and changes on the journal: listing, showing, retrying, cancelling
 //! and counting jobs. The daemon's own writes are in `writer`.
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+use quizworker_jobs::{ENVELOPE_VERSION, Envelope, Queue};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -29,6 +31,27 @@ pub struct JobRow {
     pub scheduled_at: Option<DateTime<Utc>>,
     pub attempted_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRow {
+    /// The job's envelope, rebuilt from the journal for re-pushing, and its queue.
+    pub fn envelope(&self) -> anyhow::Result<(Queue, Envelope)> {
+        let queue: Queue = self.queue.parse()?;
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: self
+                .id
+                .parse()
+                .with_context(|| format!("job id {} is not a ULID", self.id))?,
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            created_at: self.created_at,
+            idempotency_key: self.idempotency_key.clone(),
+            max_attempts: u32::try_from(self.max_attempts).ok(),
+            run_at: None,
+        };
+        Ok((queue, envelope))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -148,6 +171,104 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
     )
     .bind(id)
     .fetch_optional(pool)
+    .await
+}
+
+/// Journals a job just enqueued as waiting (queued, or scheduled if its run time is still to
+/// come), so that the journal can put it back in Redis if Redis loses it. A job a worker has
+/// already taken is left alone.
+pub async fn insert_waiting(
+    pool: &PgPool,
+    queue: &str,
+    envelope: &Envelope,
+    max_attempts: u32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
+                           created_at, scheduled_at)
+         VALUES ($1, $2, $3, $4,
+                 CASE WHEN $8::timestamptz > now() THEN 'scheduled' ELSE 'queued' END,
+                 $5, $6, $7, $8)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(envelope.id.to_string())
+    .bind(queue)
+    .bind(super::sanitize_text(&envelope.kind))
+    .bind(super::sanitize_json(envelope.payload.clone()))
+    .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+    .bind(envelope.idempotency_key.as_deref())
+    .bind(envelope.created_at)
+    .bind(envelope.run_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Jobs the journal says are waiting in Redis (queued, scheduled, retrying), and jobs it says
+/// are running but whose attempt started longer ago than `stale_after` (its timeout and more:
+/// no live worker still runs it), after `after` in id order.
+pub async fn should_be_in_redis(
+    pool: &PgPool,
+    queue: &str,
+    stale_after: std::time::Duration,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs
+          WHERE queue = $1 AND id > $3
+            AND (state IN ('queued', 'scheduled', 'retrying')
+                 OR (state = 'running' AND attempted_at < now() - $2::interval))
+          ORDER BY id LIMIT $4"
+    ))
+    .bind(queue)
+    .bind(stale_after)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The states of those of `ids` the journal knows.
+pub async fn states(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT id, state FROM jobs WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// How long finished jobs stay in the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub completed: std::time::Duration,
+    pub failed: std::time::Duration,
+    pub cancelled: std::time::Duration,
+}
+
+/// Deletes up to `limit` finished jobs older than their retention, with their attempts;
+/// returns their id, queue and idempotency key.
+pub async fn prune(
+    pool: &PgPool,
+    keep: Retention,
+    limit: i64,
+) -> sqlx::Result<Vec<(String, String, Option<String>)>> {
+    sqlx::query_as(
+        "WITH doomed AS (
+            SELECT id FROM jobs
+             WHERE (state = 'completed' AND finished_at < now() - $1::interval)
+                OR (state = 'failed' AND finished_at < now() - $2::interval)
+                OR (state = 'cancelled' AND finished_at < now() - $3::interval)
+             LIMIT $4)
+         DELETE FROM jobs j USING doomed d WHERE j.id = d.id
+         RETURNING j.id, j.queue, j.idempotency_key",
+    )
+    .bind(keep.completed)
+    .bind(keep.failed)
+    .bind(keep.cancelled)
+    .bind(limit)
+    .fetch_all(pool)
     .await
 }
 

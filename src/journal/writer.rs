@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::JobState;
 use crate::health::Health;
+use crate::metrics;
 
 /// What the journal needs to know when an attempt starts.
 #[derive(Debug, Clone)]
@@ -85,7 +86,9 @@ enum Command {
 /// A handle to the writer; clone it freely.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Command>,
+    /// Each change goes with the moment it was queued: the journal's write lag is measured
+    /// from there to its commit.
+    tx: mpsc::Sender<(Instant, Command)>,
 }
 
 impl Journal {
@@ -116,16 +119,19 @@ impl Journal {
 
     /// Progress is advisory: when the writer is saturated the update is dropped, never waited on.
     pub fn progress(&self, id: &str, percent: u8, message: Option<String>) {
-        let _ = self.tx.try_send(Command::Progress {
-            id: id.to_owned(),
-            percent: percent.min(100),
-            message,
-        });
+        let _ = self.tx.try_send((
+            Instant::now(),
+            Command::Progress {
+                id: id.to_owned(),
+                percent: percent.min(100),
+                message,
+            },
+        ));
     }
 
     async fn send(&self, command: Command) -> Result<(), JournalError> {
         self.tx
-            .send(command)
+            .send((Instant::now(), command))
             .await
             .map_err(|_| JournalError::Closed)
     }
@@ -137,7 +143,7 @@ const CONCURRENT_BATCHES: usize = 4;
 
 async fn run_writer(
     pool: PgPool,
-    mut rx: mpsc::Receiver<Command>,
+    mut rx: mpsc::Receiver<(Instant, Command)>,
     max_batch: usize,
     health: Arc<Health>,
 ) {
@@ -170,18 +176,21 @@ async fn run_writer(
 
 /// Writes a batch, waiting out Postgres outages with backoff: a change is never dropped
 /// because the database was briefly away.
-async fn write_with_retry(pool: &PgPool, batch: Vec<Command>, health: &Health) {
+async fn write_with_retry(pool: &PgPool, batch: Vec<(Instant, Command)>, health: &Health) {
+    let (queued, batch): (Vec<Instant>, Vec<Command>) = batch.into_iter().unzip();
     let mut parts = Batch::from(batch);
     let mut wait = Duration::from_millis(50);
     loop {
         match parts.write(pool).await {
             Ok(()) => {
                 health.set_postgres(true);
+                metrics::journal_batch_written(&queued);
                 return;
             }
             Err(sqlx::Error::Database(e)) => {
                 tracing::error!(error = %e, "journal batch refused; writing its changes one by one");
                 parts.write_one_by_one(pool).await;
+                metrics::journal_batch_written(&queued);
                 return;
             }
             Err(e) => {

@@ -47,6 +47,13 @@ impl TestEnv {
     }
 
     pub async fn with_config(pool: PgPool, config: &str) -> TestEnv {
+        let redis_url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        Self::with_redis(pool, config, &redis_url).await
+    }
+
+    /// A test environment on a Redis of the test's own (see [`OwnRedis`]).
+    pub async fn with_redis(pool: PgPool, config: &str, redis_url: &str) -> TestEnv {
         let options = pool.connect_options();
         let database_url = format!(
             "postgres://{}@{}:{}/{}",
@@ -57,8 +64,7 @@ impl TestEnv {
                 .get_database()
                 .expect("sqlx::test names its database")
         );
-        let redis_url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let redis_url = redis_url.to_owned();
         let prefix = format!("test-{}:", ulid::Ulid::new());
         let dir = tempfile::tempdir().expect("temp dir");
         fs::write(dir.path().join("config.toml"), config).expect("write config");
@@ -77,6 +83,27 @@ impl TestEnv {
         }
     }
 
+    /// The daemon's config as this test sets it.
+    pub fn config(&self) -> quizworker::config::Config {
+        // Config::load also reads the test process' environment; the fields it may set there
+        // are overridden below.
+        let mut config = quizworker::config::Config::load(&self.dir.path().join("config.toml"))
+            .expect("the test's config loads");
+        config.redis.url = self.redis_url.clone();
+        config.redis.prefix = self.prefix.clone();
+        config.postgres.url = self.database_url.clone();
+        config
+    }
+
+    /// The Rust producer API, on this test's Redis and database.
+    pub async fn producer(&self) -> quizworker::producer::Producer {
+        let config = self.config();
+        let redis = quizworker::queue::RedisQueues::connect(&config)
+            .await
+            .expect("connect to Redis");
+        quizworker::producer::Producer::new(&config, redis, self.pool.clone())
+    }
+
     /// The Redis queue name of a queue in this test.
     pub fn queue(&self, queue: &str) -> String {
         format!("{}{}", self.prefix, queue)
@@ -89,6 +116,9 @@ impl TestEnv {
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("QUIZWORKER_REDIS__PREFIX", &self.prefix)
+            // Tests run side by side: each daemon's health server takes a free port (it logs it;
+            // see `Daemon::http_addr`).
+            .env("QUIZWORKER_HTTP__LISTEN", "127.0.0.1:0")
             .env_remove("QUIZWORKER_LOG_FORMAT")
             .env("RUST_LOG", "info");
         command
@@ -129,6 +159,11 @@ impl TestEnv {
 
     /// Starts `quizworker run` and waits until it says it is ready.
     pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        self.spawn_daemon_with(args, &[])
+    }
+
+    /// Starts `quizworker run` with extra environment (say, a proxy's address for a service).
+    pub fn spawn_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self
             .dir
             .path()
@@ -138,6 +173,7 @@ impl TestEnv {
             .command()
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -211,6 +247,54 @@ impl TestEnv {
     }
 }
 
+/// A Redis server of the test's own, for tests that flush or cut it; killed when dropped.
+pub struct OwnRedis {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/services.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "redis-server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child, url, port }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub state: String,
@@ -229,6 +313,31 @@ pub struct AttemptRow {
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub worker: String,
+}
+
+/// GET over plain HTTP/1.1 (the daemon's health and metrics server): the status and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the http server");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
 }
 
 /// A running `quizworker run`; killed when dropped.
@@ -256,6 +365,22 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Where the daemon's health and metrics server listens, from its log line
+    /// "http listening addr=...".
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.wait_for_log("http listening");
+        let text = self.log_text();
+        let line = text
+            .lines()
+            .find(|line| line.contains("http listening"))
+            .expect("the line is there");
+        line.split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     pub fn signal(&self, signal: &str) {

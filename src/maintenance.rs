@@ -1,0 +1,187 @@
+//! Maintenance, done by one process at a time (a Postgres advisory lock held for the pass):
+//! - recovery: jobs the journal says are waiting (or stale in `running`) but Redis no longer
+//!   holds, after a restart without persistence or a failover, go back to Redis;
+//! - retention: finished jobs older than their state's retention leave the journal;
+//! - trimming: Redis forgets finished jobs' payloads and metadata, and apalis' set of
+//!   acknowledged ids is emptied, so Redis memory stays flat however long the daemon runs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quizworker_jobs::Queue;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::journal::store::{self, Retention};
+use crate::queue::RedisQueues;
+
+/// The advisory lock's key: "quizwork" in ASCII.
+const LOCK_KEY: i64 = 0x7175_697a_776f_726b;
+/// Rows read or deleted per round trip.
+const PAGE: i64 = 1000;
+/// A running job is stale when its attempt started this long after the queue's timeout: its
+/// handler has been stopped by then, wherever it ran.
+const STALE_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Report {
+    /// Jobs put back in Redis.
+    pub recovered: u64,
+    /// Finished jobs deleted from the journal.
+    pub pruned: u64,
+    /// Finished jobs whose payload Redis forgot.
+    pub trimmed: u64,
+}
+
+/// Runs maintenance every `maintenance.interval` until the task is aborted.
+pub async fn run_periodically(config: Arc<Config>, pg: PgPool, redis: RedisQueues) {
+    let mut ticker = tokio::time::interval(config.maintenance.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match run_once(&config, &pg, &redis, true).await {
+            Ok(Some(report)) if report.recovered + report.pruned + report.trimmed > 0 => {
+                tracing::info!(
+                    recovered = report.recovered,
+                    pruned = report.pruned,
+                    trimmed = report.trimmed,
+                    "maintenance done"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "maintenance failed; trying again at the next pass"
+            ),
+        }
+    }
+}
+
+/// One pass, if no other process is doing one (`None` then). With `full` false only recovery
+/// runs (`quizworker recover`).
+pub async fn run_once(
+    config: &Config,
+    pg: &PgPool,
+    redis: &RedisQueues,
+    full: bool,
+) -> anyhow::Result<Option<Report>> {
+    // A transaction-scoped lock: released with the transaction, also if this process dies.
+    let mut lock = pg.begin().await?;
+    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !acquired {
+        return Ok(None);
+    }
+    let mut report = Report::default();
+    for queue in Queue::ALL {
+        report.recovered += recover(config, pg, redis, queue).await?;
+        if full {
+            report.trimmed += trim(pg, redis, queue).await?;
+        }
+    }
+    if full {
+        report.pruned = prune(config, pg, redis).await?;
+    }
+    lock.commit().await?;
+    Ok(Some(report))
+}
+
+/// Puts back in Redis what the journal says should be there and is not.
+async fn recover(
+    config: &Config,
+    pg: &PgPool,
+    redis: &RedisQueues,
+    queue: Queue,
+) -> anyhow::Result<u64> {
+    let stale_after = config.queue(queue).timeout + STALE_MARGIN;
+    let mut recovered = 0;
+    let mut after = String::new();
+    // Read from Redis only once some job is expected there, and only after reading the
+    // journal: a job enqueued in between is then not a candidate, so it is never pushed twice.
+    let mut in_redis: Option<HashSet<String>> = None;
+    loop {
+        let candidates =
+            store::should_be_in_redis(pg, queue.name(), stale_after, &after, PAGE).await?;
+        let Some(last) = candidates.last() else {
+            break;
+        };
+        after = last.id.clone();
+        if in_redis.is_none() {
+            in_redis = Some(redis.ids_in_redis(queue).await?);
+        }
+        let present = in_redis.as_ref().expect("read above");
+        for job in candidates.iter().filter(|job| !present.contains(&job.id)) {
+            let (queue, envelope) = job.envelope()?;
+            let run_at = match job.state.as_str() {
+                "scheduled" | "retrying" => job.scheduled_at,
+                _ => None,
+            };
+            redis.requeue(queue, &envelope, run_at).await?;
+            recovered += 1;
+        }
+    }
+    if recovered > 0 {
+        tracing::warn!(%queue, recovered, "put back in Redis jobs it had lost");
+    }
+    Ok(recovered)
+}
+
+/// Empties apalis' set of acknowledged ids, dropping the payload and metadata of the jobs
+/// that are finished (or gone from the journal); jobs waiting for a retry keep theirs.
+async fn trim(pg: &PgPool, redis: &RedisQueues, queue: Queue) -> anyhow::Result<u64> {
+    let mut trimmed = 0;
+    loop {
+        let acknowledged = redis.acknowledged(queue, PAGE as isize).await?;
+        if acknowledged.is_empty() {
+            return Ok(trimmed);
+        }
+        let unfinished: HashSet<String> = store::states(pg, &acknowledged)
+            .await?
+            .into_iter()
+            .filter(|(_, state)| !matches!(state.as_str(), "completed" | "failed" | "cancelled"))
+            .map(|(id, _)| id)
+            .collect();
+        let finished: Vec<String> = acknowledged
+            .iter()
+            .filter(|id| !unfinished.contains(*id))
+            .cloned()
+            .collect();
+        redis.forget(queue, &acknowledged, &finished).await?;
+        trimmed += finished.len() as u64;
+    }
+}
+
+/// Deletes finished jobs past their retention, and what Redis still keeps of them.
+async fn prune(config: &Config, pg: &PgPool, redis: &RedisQueues) -> anyhow::Result<u64> {
+    let keep = Retention {
+        completed: config.maintenance.keep_completed,
+        failed: config.maintenance.keep_failed,
+        cancelled: config.maintenance.keep_cancelled,
+    };
+    let mut pruned = 0;
+    loop {
+        let gone = store::prune(pg, keep, PAGE).await?;
+        if gone.is_empty() {
+            return Ok(pruned);
+        }
+        pruned += gone.len() as u64;
+        for queue in Queue::ALL {
+            let of_queue: Vec<&(String, String, Option<String>)> =
+                gone.iter().filter(|(_, q, _)| q == queue.name()).collect();
+            if of_queue.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = of_queue.iter().map(|(id, _, _)| id.clone()).collect();
+            redis.forget(queue, &[], &ids).await?;
+            for (id, _, key) in of_queue {
+                if let Some(key) = key {
+                    redis.free_idempotency_key(queue, key, id).await?;
+                }
+            }
+        }
+    }
+}

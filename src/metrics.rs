@@ -1,0 +1,272 @@
+//! Every metric the daemon exports, in one place (in the spirit of Oban's telemetry module):
+//! the names, which the README lists with their labels, the Prometheus recorder that keeps
+//! them, and one function per event. Other modules call these functions and never name a
+//! metric themselves. `/metrics` (`src/http.rs`) renders the recorder's handle.
+//!
+//! Label values come from closed sets only (queue names, the job catalogue's kinds, outcomes),
+//! so no producer can blow up the number of series: a job of an unknown kind is counted under
+//! the kind `(malformed)`.
+
+use std::time::{Duration, Instant};
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quizworker_jobs::Queue;
+
+use crate::journal::Finish;
+use crate::queue::{RedisQueues, WaitingCounts};
+
+/// Attempts that ended, by `queue`, `kind` and `outcome` (`completed`, `retrying`, `failed`,
+/// `interrupted`): `completed` and `failed` end the job, the other two put it back.
+pub const JOBS_FINISHED: &str = "quizworker_jobs_finished_total";
+/// How long attempts ran (the handler, under its timeout), by `queue` and `kind`.
+pub const JOB_DURATION: &str = "quizworker_job_duration_seconds";
+/// Retries scheduled after a transient error, by `queue` and `kind`.
+pub const JOB_RETRIES: &str = "quizworker_job_retries_total";
+/// Jobs waiting in Redis, by `queue` and `state` (`ready`, `scheduled`), sampled.
+pub const QUEUE_DEPTH: &str = "quizworker_queue_depth";
+/// How long the job at the head of a queue's ready list has waited since it was created, by
+/// `queue`; 0 when none waits. Sampled.
+pub const QUEUE_OLDEST_WAITING: &str = "quizworker_queue_oldest_waiting_seconds";
+/// From a state change being handed to the journal writer to its commit.
+pub const JOURNAL_WRITE_LAG: &str = "quizworker_journal_write_lag_seconds";
+/// State changes written in one journal transaction.
+pub const JOURNAL_BATCH_SIZE: &str = "quizworker_journal_batch_size";
+/// Workers that died and were replaced, by `queue`.
+pub const WORKER_RESTARTS: &str = "quizworker_worker_restarts_total";
+/// 1 while the process runs.
+pub const UP: &str = "quizworker_up";
+/// 1 when Redis and Postgres answer and every worker runs (what `/readyz` says), else 0.
+pub const READY: &str = "quizworker_ready";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    900.0,
+];
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// Installs the process-wide recorder and returns the handle `/metrics` renders. Histograms
+/// get fixed buckets, so they are Prometheus histograms (which aggregate across processes)
+/// rather than summaries.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), DURATION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(JOURNAL_WRITE_LAG.into()), LAG_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_SIZE.into()), BATCH_BUCKETS)?
+        .install_recorder()
+        .context("could not install the metrics recorder")?;
+    describe();
+    gauge!(UP).set(1.0);
+    gauge!(READY).set(0.0);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        JOBS_FINISHED,
+        "Attempts that ended, by queue, kind and outcome (completed, retrying, failed, interrupted)"
+    );
+    describe_histogram!(
+        JOB_DURATION,
+        Unit::Seconds,
+        "How long attempts ran, by queue and kind"
+    );
+    describe_counter!(
+        JOB_RETRIES,
+        "Retries scheduled after a transient error, by queue and kind"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Jobs waiting in Redis, by queue and state (ready, scheduled)"
+    );
+    describe_gauge!(
+        QUEUE_OLDEST_WAITING,
+        Unit::Seconds,
+        "Age of the job at the head of the queue's ready list (0 when empty)"
+    );
+    describe_histogram!(
+        JOURNAL_WRITE_LAG,
+        Unit::Seconds,
+        "Time from a state change being queued for the journal to its commit"
+    );
+    describe_histogram!(
+        JOURNAL_BATCH_SIZE,
+        Unit::Count,
+        "State changes written in one journal transaction"
+    );
+    describe_counter!(
+        WORKER_RESTARTS,
+        "Workers that died and were replaced, by queue"
+    );
+    describe_gauge!(UP, "1 while the process runs");
+    describe_gauge!(
+        READY,
+        "1 when Redis and Postgres answer and every worker runs, else 0"
+    );
+}
+
+fn outcome(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Completed { .. } => "completed",
+        Finish::Retrying { .. } => "retrying",
+        Finish::Failed { .. } => "failed",
+        Finish::Interrupted => "interrupted",
+    }
+}
+
+/// Measures one attempt from the start of its handler. [`AttemptMetrics::end`] records its
+/// outcome; an attempt dropped before that (its task stopped at the shutdown timeout) counts
+/// as `interrupted`.
+pub struct AttemptMetrics {
+    queue: Queue,
+    kind: String,
+    started: Instant,
+    ended: bool,
+}
+
+impl AttemptMetrics {
+    pub fn start(queue: Queue, kind: &str) -> AttemptMetrics {
+        AttemptMetrics {
+            queue,
+            kind: kind.to_owned(),
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    pub fn end(mut self, finish: &Finish) {
+        self.record(outcome(finish));
+    }
+
+    fn record(&mut self, outcome: &'static str) {
+        self.ended = true;
+        let (queue, kind) = (self.queue.name(), self.kind.clone());
+        histogram!(JOB_DURATION, "queue" => queue, "kind" => kind.clone())
+            .record(self.started.elapsed());
+        if outcome == "retrying" {
+            counter!(JOB_RETRIES, "queue" => queue, "kind" => kind.clone()).increment(1);
+        }
+        counter!(JOBS_FINISHED, "queue" => queue, "kind" => kind, "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+impl Drop for AttemptMetrics {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record("interrupted");
+        }
+    }
+}
+
+/// A job that failed without its handler running: a malformed envelope, or an attempt over
+/// the limit after crashes.
+pub fn failed_without_running(queue: Queue, kind: &str) {
+    counter!(JOBS_FINISHED, "queue" => queue.name(), "kind" => kind.to_owned(), "outcome" => "failed")
+        .increment(1);
+}
+
+/// A journal transaction committed (or, after Postgres refused it whole, was written change by
+/// change): its size, and each change's wait from being queued.
+pub fn journal_batch_written(queued: &[Instant]) {
+    histogram!(JOURNAL_BATCH_SIZE).record(queued.len() as f64);
+    let lag = histogram!(JOURNAL_WRITE_LAG);
+    for at in queued {
+        lag.record(at.elapsed());
+    }
+}
+
+pub fn worker_died(queue: Queue) {
+    counter!(WORKER_RESTARTS, "queue" => queue.name()).increment(1);
+}
+
+pub fn set_ready(ready: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+fn queue_sampled(queue: Queue, counts: &WaitingCounts, now: DateTime<Utc>) {
+    let name = queue.name();
+    gauge!(QUEUE_DEPTH, "queue" => name, "state" => "ready").set(counts.ready as f64);
+    gauge!(QUEUE_DEPTH, "queue" => name, "state" => "scheduled").set(counts.scheduled as f64);
+    let oldest = counts
+        .oldest_ready
+        .as_deref()
+        .and_then(|id| id.parse::<ulid::Ulid>().ok())
+        .map(|id| {
+            (now - DateTime::<Utc>::from(id.datetime()))
+                .to_std()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    gauge!(QUEUE_OLDEST_WAITING, "queue" => name).set(oldest.as_secs_f64());
+}
+
+/// Reads the queues' depths from Redis every `every`, and keeps the recorder's histograms
+/// drained (the exporter leaves that to whoever renders without its own listener). Runs until
+/// aborted; while Redis is away the gauges keep their last values (`quizworker_ready` says why).
+pub async fn sample_queues(
+    redis: RedisQueues,
+    queues: Vec<Queue>,
+    every: Duration,
+    handle: PrometheusHandle,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        handle.run_upkeep();
+        for &queue in &queues {
+            match redis.waiting_counts(queue).await {
+                Ok(counts) => queue_sampled(queue, &counts, Utc::now()),
+                Err(e) => {
+                    tracing::debug!(%queue, error = %format!("{e:#}"), "could not sample the queue");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_interruptions_are_rendered() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), DURATION_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            AttemptMetrics::start(Queue::Default, "diag.noop").end(&Finish::Completed {
+                result: serde_json::Value::Null,
+            });
+            AttemptMetrics::start(Queue::Default, "diag.fail").end(&Finish::Retrying {
+                error: "boom".into(),
+                run_at: Utc::now(),
+            });
+            drop(AttemptMetrics::start(Queue::Scoring, "score.attempt"));
+            failed_without_running(Queue::Default, "(malformed)");
+        });
+        let text = handle.render();
+        for line in [
+            r#"quizworker_jobs_finished_total{queue="default",kind="diag.noop",outcome="completed"} 1"#,
+            r#"quizworker_jobs_finished_total{queue="default",kind="diag.fail",outcome="retrying"} 1"#,
+            r#"quizworker_jobs_finished_total{queue="scoring",kind="score.attempt",outcome="interrupted"} 1"#,
+            r#"quizworker_jobs_finished_total{queue="default",kind="(malformed)",outcome="failed"} 1"#,
+            r#"quizworker_job_retries_total{queue="default",kind="diag.fail"} 1"#,
+            r#"quizworker_job_duration_seconds_count{queue="default",kind="diag.noop"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
+}

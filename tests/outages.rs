@@ -1,0 +1,140 @@
+//! Outages: Redis or Postgres goes away for a while. The daemon waits them out with backoff,
+//! neither crashing nor dropping work, and resumes when they return. Each test puts a TCP
+//! proxy of its own between the daemon and the service and cuts it, so the shared servers
+//! stay up for the other tests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestEnv;
+use sqlx::PgPool;
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP proxy to `upstream` that can be cut (open connections are closed, new ones refused
+/// at once) and restored.
+struct Proxy {
+    port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Runs on a thread of its own: the test's runtime is blocked whenever the test waits on
+    /// the daemon.
+    fn start(upstream: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let (up, watching) = watch::channel(true);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("tokio listener");
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !*watching.borrow() {
+                        continue; // dropped: the connection is closed at once
+                    }
+                    let mut cut = watching.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+            });
+        });
+        Proxy { port, up }
+    }
+
+    fn cut(&self) {
+        let _ = self.up.send(false);
+    }
+
+    fn restore(&self) {
+        let _ = self.up.send(true);
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|tail| tail.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("{url} names no port"))
+}
+
+#[sqlx::test]
+async fn the_daemon_waits_out_a_redis_outage_and_resumes(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let proxy = Proxy::start(port_of(&env.redis_url));
+    let proxied = format!("redis://127.0.0.1:{}", proxy.port);
+    let mut daemon = env.spawn_daemon_with(&[], &[("REDIS_URL", &proxied)]);
+    let before = env.enqueue("diag.noop", "{}", &[]);
+    env.wait_for_state(&before, "completed").await;
+
+    proxy.cut();
+    daemon.wait_for_log("waiting for Redis");
+    // Producers still reach Redis; the daemon does not.
+    let during: Vec<String> = (0..5)
+        .map(|_| env.enqueue("diag.noop", "{}", &[]))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon lives through the outage"
+    );
+    assert!(env.job(&during[0]).await.unwrap().state == "queued");
+
+    proxy.restore();
+    for id in &during {
+        env.wait_for_state(id, "completed").await;
+    }
+    assert!(daemon.child.try_wait().unwrap().is_none());
+}
+
+#[sqlx::test]
+async fn the_daemon_waits_out_a_postgres_outage_without_losing_results(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let proxy = Proxy::start(port_of(&env.database_url));
+    let proxied = env.database_url.replace(
+        &format!(":{}/", port_of(&env.database_url)),
+        &format!(":{}/", proxy.port),
+    );
+    let mut daemon = env.spawn_daemon_with(&[], &[("DATABASE_URL", &proxied)]);
+    let running = env.enqueue("diag.sleep", r#"{"ms": 1500}"#, &[]);
+    env.wait_for_state(&running, "running").await;
+
+    proxy.cut();
+    // The running job ends while Postgres is away, and more jobs arrive.
+    let during: Vec<String> = (0..5)
+        .map(|_| env.enqueue("diag.noop", "{}", &[]))
+        .collect();
+    daemon.wait_for_log("journal write failed; retrying");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon lives through the outage"
+    );
+
+    proxy.restore();
+    let start = Instant::now();
+    let job = env.wait_for_state(&running, "completed").await;
+    assert_eq!(job.attempts, 1, "its result was kept, not rerun");
+    for id in &during {
+        env.wait_for_state(id, "completed").await;
+    }
+    assert!(start.elapsed() < common::DEADLINE);
+    assert!(daemon.child.try_wait().unwrap().is_none());
+}
