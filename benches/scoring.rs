@@ -1,0 +1,1731 @@
+//! Scoring throughput: `cargo bench --bench scoring`.
+//!
+//! How many attempts of one JEE-Advanced-like test quizworker scores per second. The test has 90
+//! questions in 3 sections of 30 (physics, chemistry, mathematics), each section 6 MCQs at +3/-1,
+//! 6 MSQs at +4/-2 with JEE Advanced's partial marking, 6 integer answers at +4/0, 6 numeric
+//! answers at +3/0 (half a range, half a value with a tolerance, answers rounded to 2 decimals)
+//! and 6 matching-list MCQs at +3/-1/3 (the question's own marking); mathematics' MCQs lose 2/3
+//! (the section's marking by type). Every question has a topic, 5 per section. The attempts are
+//! generated from a fixed seed (an LCG), so every run scores the same answers: for each question
+//! a candidate skips it, leaves it unanswered, only marks it for review, or answers it right or
+//! wrong (for an MSQ, wrong is often a partial answer), with their own skill; one answer in ten
+//! is also marked for review.
+//!
+//! Parts:
+//! 1. pure: `PreparedTest::score` on one core. BENCH_PURE_ATTEMPTS attempts are generated up
+//!    front, then scored in rounds (at least 5, and at least 2 s in all); the best and median
+//!    round are reported. Then the rest of the CPU work the daemon does for each job, outside
+//!    Postgres and Redis (decoding the envelope, reading the stored test, preparing it, turning
+//!    the attempt and its result into JSON), each timed on its own.
+//! 2. end to end: the release daemon, as a deployment runs it. One `score.attempt` job carrying
+//!    the test stores it; then, with the daemon stopped, BENCH_E2E_ATTEMPTS `score.attempt` jobs
+//!    that only name the test (`attempt.test_id`) are pushed through the protocol's Lua script
+//!    (docs/PROTOCOL.md), and a fresh `quizworker run --queues scoring` drains them with
+//!    BENCH_SCORING_CONCURRENCY. The rate is stored results (`score_results` rows) per second
+//!    from the daemon's ready line to the last result. The run then checks that every job
+//!    completed with exactly one attempt and that every result is stored with the marks the pure
+//!    scorer gives. Each run gets its own Postgres database and Redis key prefix, both removed
+//!    at the end, so it can share servers with the tests or a running deployment.
+//!
+//! Knobs (environment, with defaults): BENCH_PURE_ATTEMPTS=20000, BENCH_E2E_ATTEMPTS=20000
+//! (either 0 skips its part), BENCH_SCORING_CONCURRENCY=64 (the scoring queue's concurrency),
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (any database on the server: the
+//! run's own database is created next to it), REDIS_URL=redis://127.0.0.1:6379.
+//!
+//! Prints a Markdown report on stdout and progress on stderr; exits non-zero if anything failed
+//! (the report then shows what was measured before the failure). Structure and helpers follow
+//! benches/throughput.rs.
+
+use std::collections::HashMap;
+use std::fs;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use chrono::Utc;
+use quizworker_jobs::scoring::{
+    Answer, Attempt, AttemptResult, PreparedTest, Response, ResponseState, TestDef,
+};
+use quizworker_jobs::scoring_jobs::ScoreAttempt;
+use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio::time::MissedTickBehavior;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
+
+const TEST_ID: &str = "jee-adv-bench";
+/// The pure part scores every attempt at least this many times...
+const PURE_MIN_ROUNDS: usize = 5;
+/// ...and for at least this long in all.
+const PURE_MIN_TIME: Duration = Duration::from_secs(2);
+/// Jobs whose per-step CPU cost is timed in part 1.
+const STEP_SAMPLE: usize = 2000;
+/// Envelopes per pipeline when filling the backlog (an envelope is about 6 KB).
+const ENQUEUE_BATCH: usize = 500;
+/// How often the stored results are counted while the backlog drains.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// The daemon must log "quizworker ready" within this...
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// ...and exit within this after SIGTERM (its own shutdown timeout is 30 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
+/// Waiting for results fails once none has been stored for this long.
+const STALL_DEADLINE: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let knobs = match Knobs::from_env() {
+        Ok(knobs) => knobs,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut report = Report::new(&knobs);
+    let mut errors = Vec::new();
+    match Workload::new() {
+        Err(e) => errors.push(format!("the test: {e:#}")),
+        Ok(workload) => {
+            report.workload(workload.describe());
+            if knobs.pure_attempts > 0
+                && let Err(e) = pure(&workload, knobs.pure_attempts, &mut report)
+            {
+                errors.push(format!("pure scoring: {e:#}"));
+            }
+            if knobs.e2e_attempts > 0 {
+                let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+                errors.extend(runtime.block_on(end_to_end(&knobs, &workload, &mut report)));
+            }
+        }
+    }
+    for error in &errors {
+        report.note(format!("**FAILED**: {error}"));
+    }
+    println!("{}", report.render());
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for error in &errors {
+            eprintln!("bench: error: {error}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// What the run is asked to do, from the environment.
+struct Knobs {
+    pure_attempts: usize,
+    e2e_attempts: usize,
+    concurrency: u64,
+    database_url: String,
+    redis_url: String,
+}
+
+impl Knobs {
+    fn from_env() -> Result<Knobs> {
+        let knobs = Knobs {
+            pure_attempts: env_or("BENCH_PURE_ATTEMPTS", 20_000)?,
+            e2e_attempts: env_or("BENCH_E2E_ATTEMPTS", 20_000)?,
+            concurrency: env_or("BENCH_SCORING_CONCURRENCY", 64)?,
+            database_url: env_or(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            )?,
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
+        };
+        ensure!(
+            knobs.concurrency >= 1,
+            "BENCH_SCORING_CONCURRENCY must be at least 1"
+        );
+        Ok(knobs)
+    }
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| anyhow!("{name}={text:?} is not valid: {e}")),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => bail!("{name}: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test and the attempts
+
+const OPTIONS: [&str; 4] = ["A", "B", "C", "D"];
+
+/// Section id, title and its five topics.
+const SECTIONS: [(&str, &str, [&str; 5]); 3] = [
+    (
+        "physics",
+        "Physics",
+        [
+            "kinematics",
+            "laws of motion",
+            "electrostatics",
+            "optics",
+            "modern physics",
+        ],
+    ),
+    (
+        "chemistry",
+        "Chemistry",
+        [
+            "atomic structure",
+            "chemical bonding",
+            "thermodynamics",
+            "organic reactions",
+            "coordination compounds",
+        ],
+    ),
+    (
+        "mathematics",
+        "Mathematics",
+        [
+            "calculus",
+            "algebra",
+            "coordinate geometry",
+            "probability",
+            "vectors and 3D",
+        ],
+    ),
+];
+
+/// A question's key, as the attempt generator needs it.
+#[derive(Clone, Copy)]
+enum Key {
+    /// The index of the right option.
+    Mcq(usize),
+    /// The right options, a bit per option of [`OPTIONS`].
+    Msq(u8),
+    Integer(u32),
+    /// Right from `{k}.40` to `{k}.60`.
+    Range(u32),
+    /// `{k}.81` with a tolerance of 0.01, after rounding to 2 decimals.
+    Tolerance(u32),
+}
+
+struct Question {
+    id: String,
+    key: Key,
+}
+
+/// The test every part scores, and the keys the attempts are generated from.
+struct Workload {
+    def: TestDef,
+    prepared: PreparedTest,
+    /// In the test's order.
+    questions: Vec<Question>,
+}
+
+impl Workload {
+    fn new() -> Result<Workload> {
+        let mut questions = Vec::new();
+        let mut sections = Vec::new();
+        for (section, (id, title, topics)) in SECTIONS.iter().enumerate() {
+            let mut items = Vec::new();
+            for slot in 0..30 {
+                // Spread the keys over the options and values.
+                let g = (section * 30 + slot) as u32;
+                let qid = format!("{}-q{:02}", &id[..3], slot + 1);
+                let topic = topics[slot % 5];
+                let (key, mut item) = match slot / 6 {
+                    0 | 4 => {
+                        let k = (g as usize * 3 + 1) % 4;
+                        let mut item = json!({"type": "mcq", "answer": OPTIONS[k]});
+                        if slot / 6 == 4 {
+                            // Matching-list questions: a wrong match loses a third of a mark.
+                            item["marking"] = json!({"correct": 3, "incorrect": "-1/3"});
+                        }
+                        (Key::Mcq(k), item)
+                    }
+                    1 => {
+                        let mask = 1 + (g * 7 % 15) as u8;
+                        let answer: Vec<&str> = picked(mask).collect();
+                        (Key::Msq(mask), json!({"type": "msq", "answer": answer}))
+                    }
+                    2 => {
+                        let n = g * 7 % 60;
+                        let item = json!({"type": "integer", "answer": n.to_string()});
+                        (Key::Integer(n), item)
+                    }
+                    _ => {
+                        let k = 1 + g % 20;
+                        let rounding = json!({"mode": "round", "decimals": 2});
+                        if g.is_multiple_of(2) {
+                            let answer =
+                                json!({"min": format!("{k}.40"), "max": format!("{k}.60")});
+                            let item =
+                                json!({"type": "numeric", "answer": answer, "rounding": rounding});
+                            (Key::Range(k), item)
+                        } else {
+                            let answer = json!({"value": format!("{k}.81"), "tolerance": "0.01"});
+                            let item =
+                                json!({"type": "numeric", "answer": answer, "rounding": rounding});
+                            (Key::Tolerance(k), item)
+                        }
+                    }
+                };
+                item["id"] = json!(qid);
+                item["topic"] = json!(topic);
+                items.push(item);
+                questions.push(Question { id: qid, key });
+            }
+            let mut section = json!({"id": id, "title": title, "questions": items});
+            if *id == "mathematics" {
+                section["marking_by_type"] = json!({"mcq": {"incorrect": "-2/3"}});
+            }
+            sections.push(section);
+        }
+        let def = json!({
+            "test_id": TEST_ID,
+            "key_version": 1,
+            "title": "JEE Advanced-like mock, paper 1",
+            "marking_by_type": {
+                "mcq": {"correct": 3, "incorrect": -1},
+                "msq": {"correct": 4, "incorrect": -2, "msq": {"scheme": "partial", "per_option": 1}},
+                "integer": {"correct": 4, "incorrect": 0},
+                "numeric": {"correct": 3, "incorrect": 0}
+            },
+            "sections": sections,
+        });
+        let def: TestDef = serde_json::from_value(def).context("the test does not parse")?;
+        let prepared =
+            PreparedTest::new(def.clone()).map_err(|e| anyhow!("the test is refused: {e}"))?;
+        Ok(Workload {
+            def,
+            prepared,
+            questions,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "`{TEST_ID}`: {} questions in {} sections of 30, {} topics, {} marks; per section 6 \
+             MCQs +3/-1 (mathematics -2/3), 6 MSQs +4/-2 with partial marking, 6 integer +4/0, \
+             6 numeric +3/0 (ranges and tolerances, rounded to 2 decimals), 6 matching-list \
+             MCQs +3/-1/3",
+            self.prepared.question_count(),
+            self.prepared.section_ids().len(),
+            self.prepared.topics().len(),
+            self.prepared.max_marks(),
+        )
+    }
+
+    /// Attempt number `i`: the same every run.
+    fn attempt(&self, i: usize, id_prefix: &str) -> Attempt {
+        let mut rng = Lcg::new(i as u64);
+        // The share of answered questions this candidate gets right, in percent.
+        let skill = 25 + rng.below(60);
+        let mut responses = Vec::with_capacity(self.questions.len());
+        for question in &self.questions {
+            let roll = rng.below(100);
+            let time_spent_ms = Some(u64::from(5_000 + rng.below(295_000)));
+            let (state, answer) = match roll {
+                // Never visited: no response at all.
+                0..8 => continue,
+                8..12 => (Some(ResponseState::NotAnswered), None),
+                12..16 => (Some(ResponseState::MarkedForReview), None),
+                _ => {
+                    let answer = if rng.below(100) < skill {
+                        right_answer(question.key, &mut rng)
+                    } else {
+                        wrong_answer(question.key, &mut rng)
+                    };
+                    let state = match rng.below(10) {
+                        0 => Some(ResponseState::AnsweredAndMarkedForReview),
+                        1 => Some(ResponseState::Answered),
+                        _ => None,
+                    };
+                    (state, Some(answer))
+                }
+            };
+            responses.push(Response {
+                question: question.id.clone(),
+                state,
+                answer,
+                awarded: None,
+                time_spent_ms,
+            });
+        }
+        Attempt {
+            attempt_id: format!("{id_prefix}-{i:06}"),
+            test_id: Some(TEST_ID.to_owned()),
+            candidate_id: Some(format!("cand-{i:06}")),
+            responses,
+        }
+    }
+}
+
+/// The options of a mask, in order.
+fn picked(mask: u8) -> impl Iterator<Item = &'static str> {
+    (0..OPTIONS.len())
+        .filter(move |i| mask & (1 << i) != 0)
+        .map(|i| OPTIONS[i])
+}
+
+/// One of the ways of writing the right answer.
+fn right_answer(key: Key, rng: &mut Lcg) -> Answer {
+    let text = |s: String| Answer::Text(s);
+    match key {
+        Key::Mcq(k) => text(OPTIONS[k].to_owned()),
+        Key::Msq(mask) => options(mask, rng),
+        Key::Integer(n) => text(match rng.below(3) {
+            0 => format!("{n}.0"),
+            1 => format!("{n:03}"),
+            _ => n.to_string(),
+        }),
+        Key::Range(k) => text(format!(
+            "{k}.{}",
+            ["5", "40", "6", "55"][rng.below(4) as usize]
+        )),
+        Key::Tolerance(k) => text(format!(
+            "{k}.{}",
+            ["81", "8149", "805", "82"][rng.below(4) as usize]
+        )),
+    }
+}
+
+/// A wrong answer; for an MSQ, often a partial one (some right options, no wrong one).
+fn wrong_answer(key: Key, rng: &mut Lcg) -> Answer {
+    let text = |s: String| Answer::Text(s);
+    match key {
+        Key::Mcq(k) => text(OPTIONS[(k + 1 + rng.below(3) as usize) % 4].to_owned()),
+        Key::Msq(mask) => {
+            let missing = !mask & 0b1111;
+            if missing != 0 && (mask.count_ones() < 2 || rng.below(2) == 0) {
+                // A wrong option chosen: incorrect.
+                options(mask | nth_bit(missing, rng), rng)
+            } else {
+                // A right option left out: partial.
+                options(mask & !nth_bit(mask, rng), rng)
+            }
+        }
+        Key::Integer(n) => text((n + 1 + rng.below(9)).to_string()),
+        Key::Range(k) => text(match rng.below(3) {
+            0 => format!("{k}.62"),
+            1 => format!("{k}.3"),
+            _ => format!("{}.5", k + 1),
+        }),
+        Key::Tolerance(k) => text(match rng.below(3) {
+            // 9.825 rounds to 9.83, out of 9.81 +- 0.01.
+            0 => format!("{k}.825"),
+            1 => format!("{k}.7"),
+            _ => format!("{}.81", k + 1),
+        }),
+    }
+}
+
+/// The options of a mask, starting at a random one (candidates click in any order).
+fn options(mask: u8, rng: &mut Lcg) -> Answer {
+    let mut chosen: Vec<String> = picked(mask).map(str::to_owned).collect();
+    let len = chosen.len();
+    chosen.rotate_left(rng.below(len as u32) as usize);
+    Answer::Options(chosen)
+}
+
+/// One of the set bits of `mask`, at random.
+fn nth_bit(mask: u8, rng: &mut Lcg) -> u8 {
+    let n = rng.below(mask.count_ones()) as usize;
+    (0..8)
+        .map(|i| 1u8 << i)
+        .filter(|bit| mask & bit != 0)
+        .nth(n)
+        .unwrap_or(0)
+}
+
+/// Knuth's MMIX LCG: deterministic, no dependency.
+struct Lcg(u64);
+
+impl Lcg {
+    fn new(seed: u64) -> Lcg {
+        let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
+        rng.next();
+        rng
+    }
+
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u32
+    }
+
+    /// From 0 to `n - 1`; `n` must not be 0.
+    fn below(&mut self, n: u32) -> u32 {
+        self.next() % n
+    }
+}
+
+/// Outcomes of every question of the scored attempts.
+#[derive(Default)]
+struct Tally {
+    attempts: u64,
+    correct: u64,
+    partial: u64,
+    incorrect: u64,
+    unattempted: u64,
+    marks: f64,
+}
+
+impl Tally {
+    fn add(&mut self, result: &AttemptResult) {
+        let counts = &result.total.counts;
+        self.attempts += 1;
+        self.correct += u64::from(counts.correct);
+        self.partial += u64::from(counts.partial);
+        self.incorrect += u64::from(counts.incorrect);
+        self.unattempted += u64::from(counts.unattempted);
+        let marks = result.total.marks;
+        self.marks += marks.numer() as f64 / marks.denom() as f64;
+    }
+
+    fn describe(&self, max_marks: impl std::fmt::Display) -> String {
+        let questions = (self.correct + self.partial + self.incorrect + self.unattempted) as f64;
+        let share = |n: u64| 100.0 * n as f64 / questions;
+        format!(
+            "{:.0}% correct, {:.0}% partial, {:.0}% incorrect, {:.0}% unattempted; \
+             mean {:.1} of {max_marks} marks",
+            share(self.correct),
+            share(self.partial),
+            share(self.incorrect),
+            share(self.unattempted),
+            self.marks / self.attempts as f64,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: the pure function
+
+fn pure(workload: &Workload, n: usize, report: &mut Report) -> Result<()> {
+    eprintln!("bench: pure scoring: generating {n} attempts");
+    let test = &workload.prepared;
+    let attempts: Vec<Attempt> = (0..n).map(|i| workload.attempt(i, "pure")).collect();
+    // Untimed: every attempt scores, and what they add up to.
+    let mut tally = Tally::default();
+    for attempt in &attempts {
+        let result = test
+            .score(attempt)
+            .map_err(|e| anyhow!("attempt {} is refused: {e}", attempt.attempt_id))?;
+        tally.add(&result);
+    }
+    report.figure(
+        "Generated answers, over all questions",
+        tally.describe(test.max_marks()),
+    );
+
+    eprintln!("bench: pure scoring: timing");
+    let mut rates = Vec::new();
+    let started = Instant::now();
+    while rates.len() < PURE_MIN_ROUNDS || started.elapsed() < PURE_MIN_TIME {
+        let round = Instant::now();
+        for attempt in &attempts {
+            // The result is dropped here, as the daemon drops it: its freeing is part of the cost.
+            drop(black_box(test.score(black_box(attempt))));
+        }
+        rates.push(n as f64 / round.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let best = rates[rates.len() - 1];
+    let median = percentile(&rates, 0.5);
+    let label = format!(
+        "Pure `PreparedTest::score`, one core ({n} attempts x {} rounds)",
+        rates.len()
+    );
+    report.figure(
+        format!("{label}: best round"),
+        format!("{} ({:.2} µs each)", per_sec(best), 1e6 / best),
+    );
+    report.figure(
+        format!("{label}: median round"),
+        format!("{} ({:.2} µs each)", per_sec(median), 1e6 / median),
+    );
+
+    daemon_steps(workload, &attempts, report)
+}
+
+/// The daemon's other CPU work for one `score.attempt` job without the test
+/// (src/handlers/scoring.rs), each step timed alone on a sample of the attempts. Postgres' and
+/// Redis' own work, the journal and the runtime are not in these figures.
+fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) -> Result<()> {
+    eprintln!("bench: pure scoring: the daemon's other steps");
+    let sample = &attempts[..attempts.len().min(STEP_SAMPLE)];
+    let envelopes = sample
+        .iter()
+        .map(|attempt| {
+            let job = ScoreAttempt {
+                test: None,
+                attempt: attempt.clone(),
+                submitted_at: Some(Utc::now()),
+            };
+            Ok(Envelope::new(&job, Utc::now())?.encode())
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let results = sample
+        .iter()
+        .map(|attempt| workload.prepared.score(attempt))
+        .collect::<Result<Vec<AttemptResult>, _>>()
+        .map_err(|e| anyhow!("{e}"))?;
+    // What `load_test` gets from Postgres: the definition's JSON text.
+    let definition = serde_json::to_vec(&workload.def)?;
+
+    let mut steps = StepTimer {
+        report: &mut *report,
+        calls: sample.len(),
+        total: 0.0,
+    };
+    steps.time("decode the envelope and its `ScoreAttempt`", |i| {
+        let envelope = Envelope::decode(envelopes[i].as_bytes())?;
+        black_box(envelope.payload_as::<ScoreAttempt>()?);
+        Ok(())
+    })?;
+    steps.time("read the stored test (JSON text to `TestDef`)", |_| {
+        let value: Value = serde_json::from_slice(black_box(&definition))?;
+        black_box(serde_json::from_value::<TestDef>(value)?);
+        Ok(())
+    })?;
+    steps.time(
+        "`PreparedTest::new` (with a clone of the `TestDef`)",
+        |_| {
+            let test =
+                PreparedTest::new(black_box(&workload.def).clone()).map_err(|e| anyhow!("{e}"))?;
+            black_box(test);
+            Ok(())
+        },
+    )?;
+    steps.time("`PreparedTest::score`", |i| {
+        drop(black_box(workload.prepared.score(black_box(&sample[i]))));
+        Ok(())
+    })?;
+    steps.time(
+        "attempt and result to JSON values, then text (the jsonb parameters)",
+        |i| {
+            let attempt = serde_json::to_value(black_box(&sample[i]))?;
+            let result = serde_json::to_value(black_box(&results[i]))?;
+            black_box(serde_json::to_vec(&attempt)?);
+            black_box(serde_json::to_vec(&result)?);
+            Ok(())
+        },
+    )?;
+    let total = steps.total;
+    report.figure(
+        "Daemon CPU per job, one core: these steps together",
+        format!(
+            "{:.1} µs (at most {} per core)",
+            total * 1e6,
+            per_sec(1.0 / total)
+        ),
+    );
+    report.figure(
+        "Sizes: envelope, stored test definition, result JSON (first attempt)",
+        format!(
+            "{:.1} KB, {:.1} KB, {:.1} KB",
+            envelopes[0].len() as f64 / 1000.0,
+            definition.len() as f64 / 1000.0,
+            serde_json::to_vec(&results[0])?.len() as f64 / 1000.0
+        ),
+    );
+    Ok(())
+}
+
+/// Times steps of the daemon's work one by one, and reports each.
+struct StepTimer<'r> {
+    report: &'r mut Report,
+    /// Calls of a step per pass: `i` goes from 0 to this.
+    calls: usize,
+    /// Seconds per call of every step timed so far.
+    total: f64,
+}
+
+impl StepTimer<'_> {
+    /// Best of three passes.
+    fn time(&mut self, name: &str, mut step: impl FnMut(usize) -> Result<()>) -> Result<()> {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let started = Instant::now();
+            for i in 0..self.calls {
+                step(i)?;
+            }
+            best = best.min(started.elapsed().as_secs_f64() / self.calls as f64);
+        }
+        self.total += best;
+        self.report.figure(
+            format!("Daemon CPU per job, one core: {name}"),
+            format!("{:.1} µs", best * 1e6),
+        );
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: end to end
+
+/// Runs part 2 and cleans up; returns what failed.
+async fn end_to_end(knobs: &Knobs, workload: &Workload, report: &mut Report) -> Vec<String> {
+    let mut errors = Vec::new();
+    match Bench::setup(knobs, report).await {
+        Err(e) => errors.push(format!("setup: {e:#}")),
+        Ok(bench) => {
+            // Ctrl-C drops the run (and with it any daemon, which is killed) but still cleans up.
+            let result = tokio::select! {
+                result = bench.run(workload, report) => result,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted by Ctrl-C")),
+            };
+            if let Err(e) = result {
+                errors.push(format!("end to end: {e:#}"));
+            }
+            bench.note_daemon_warnings(report);
+            if let Err(e) = bench.teardown(report).await {
+                errors.push(format!("cleanup: {e:#}"));
+            }
+        }
+    }
+    errors
+}
+
+/// One end-to-end run: its own database, Redis prefix and config file.
+struct Bench<'k> {
+    knobs: &'k Knobs,
+    /// The URL the run was given: the server's maintenance connection (CREATE/DROP DATABASE).
+    admin_url: String,
+    db_name: String,
+    /// `admin_url` pointing at the run's own database: what the daemon gets.
+    db_url: String,
+    pg: PgPool,
+    redis: MultiplexedConnection,
+    /// Every Redis key of the run starts with it.
+    prefix: String,
+    /// The Redis name of the scoring queue: the prefix, then `scoring`.
+    queue: String,
+    /// Holds the config file and the daemons' logs.
+    dir: tempfile::TempDir,
+}
+
+impl<'k> Bench<'k> {
+    /// Everything that can fail is done before CREATE DATABASE, so that a failed setup leaves
+    /// nothing behind.
+    async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
+        let client = redis::Client::open(knobs.redis_url.as_str())
+            .with_context(|| format!("REDIS_URL {:?} is not a Redis URL", knobs.redis_url))?;
+        // redis-rs gives up on a reply after 500 ms by default; a pipeline of hundreds of
+        // scripts with 5 KB envelopes can take longer without anything being wrong.
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+        let mut redis = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", knobs.redis_url))?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut redis)
+            .await
+            .context("Redis INFO server")?;
+        let redis_version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        report.machine("Redis server (INFO redis_version)", redis_version);
+
+        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+        fs::write(dir.path().join("config.toml"), CONFIG_TOML)
+            .context("cannot write the config file")?;
+
+        let id = ulid::Ulid::new();
+        let db_name = format!("quizworker_bench_{}", id.to_string().to_lowercase());
+        let db_url = with_database(&knobs.database_url, &db_name)?;
+        // Lazy: it connects on first use, so it cannot fail after the database exists.
+        let pg = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&db_url)
+            .context("DATABASE_URL is not a Postgres URL")?;
+
+        let mut admin = PgConnection::connect(&knobs.database_url)
+            .await
+            .with_context(|| format!("cannot connect to Postgres at {}", knobs.database_url))?;
+        let pg_version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut admin)
+            .await
+            .context("SHOW server_version")?;
+        report.machine("PostgreSQL (SHOW server_version)", pg_version);
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("CREATE DATABASE {db_name}"))?;
+        let _ = admin.close().await;
+        eprintln!("bench: database {db_name}, Redis prefix bench-{id}:");
+
+        let prefix = format!("bench-{id}:");
+        Ok(Bench {
+            knobs,
+            admin_url: knobs.database_url.clone(),
+            db_name,
+            db_url,
+            pg,
+            redis,
+            queue: format!("{prefix}scoring"),
+            prefix,
+            dir,
+        })
+    }
+
+    async fn run(&self, workload: &Workload, report: &mut Report) -> Result<()> {
+        self.migrate()?;
+
+        eprintln!("bench: storing the test through one score.attempt job");
+        let mut daemon = self.start_daemon("first").await?;
+        let seed = ScoreAttempt {
+            test: Some(workload.def.clone()),
+            attempt: workload.attempt(0, "seed"),
+            submitted_at: Some(Utc::now()),
+        };
+        let seed_id = self.enqueue_one(&seed).await?;
+        self.wait_for_job(&mut daemon, &seed_id).await?;
+        daemon.stop().await?;
+
+        let n = self.knobs.e2e_attempts;
+        eprintln!("bench: generating {n} attempts and their expected marks");
+        let attempts: Vec<Attempt> = (0..n).map(|i| workload.attempt(i, "att")).collect();
+        let expected = attempts
+            .iter()
+            .map(|attempt| {
+                let result = workload
+                    .prepared
+                    .score(attempt)
+                    .map_err(|e| anyhow!("attempt {} is refused: {e}", attempt.attempt_id))?;
+                Ok((attempt.attempt_id.clone(), result.total.marks.to_string()))
+            })
+            .collect::<Result<Vec<(String, String)>>>()?;
+        self.enqueue_backlog(attempts, report).await?;
+        self.drain(&seed_id, report).await?;
+        self.verify(&seed_id, &expected, workload, report).await
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let output = self
+            .command()
+            .arg("migrate")
+            .output()
+            .context("cannot run quizworker migrate")?;
+        ensure!(
+            output.status.success(),
+            "quizworker migrate failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Enqueues one job through the protocol script; returns its id.
+    async fn enqueue_one(&self, job: &ScoreAttempt) -> Result<String> {
+        let envelope = Envelope::new(job, Utc::now())?;
+        let mut redis = self.redis.clone();
+        let (id, created): (String, i64) = redis::Script::new(ENQUEUE_SCRIPT)
+            .arg(&self.queue)
+            .arg(envelope.encode())
+            .invoke_async(&mut redis)
+            .await
+            .context("enqueue through the protocol script")?;
+        ensure!(created == 1, "the script did not enqueue job {id}");
+        Ok(id)
+    }
+
+    /// Waits until the journal shows the job completed; fails if it failed or stalled.
+    async fn wait_for_job(&self, daemon: &mut Daemon, id: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            daemon.ensure_running()?;
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pg)
+                    .await
+                    .context("read the job's state")?;
+            match row {
+                Some((state, _)) if state == "completed" => return Ok(()),
+                Some((state, Some(error))) if state == "failed" || state == "retrying" => {
+                    bail!("job {id} is {state}: {error}")
+                }
+                _ => {}
+            }
+            ensure!(
+                started.elapsed() < STALL_DEADLINE,
+                "job {id} did not complete in {STALL_DEADLINE:?} (state {:?}):\n{}",
+                row.map(|(state, _)| state),
+                daemon.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// With the daemon stopped: every job pushed as fast as possible.
+    async fn enqueue_backlog(&self, attempts: Vec<Attempt>, report: &mut Report) -> Result<()> {
+        let jobs = attempts.len();
+        eprintln!("bench: enqueueing {jobs} score.attempt jobs");
+        let mut redis = self.redis.clone();
+        let sha = redis::Script::new(ENQUEUE_SCRIPT)
+            .load_async(&mut redis)
+            .await
+            .context("SCRIPT LOAD")?;
+        let started = Instant::now();
+        let mut bytes = 0;
+        let mut attempts = attempts.into_iter().peekable();
+        while attempts.peek().is_some() {
+            let mut pipe = redis::pipe();
+            let mut n = 0;
+            for attempt in attempts.by_ref().take(ENQUEUE_BATCH) {
+                let job = ScoreAttempt {
+                    test: None,
+                    attempt,
+                    submitted_at: Some(Utc::now()),
+                };
+                let envelope = Envelope::new(&job, Utc::now())?.encode();
+                bytes += envelope.len();
+                pipe.cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(0)
+                    .arg(&self.queue)
+                    .arg(envelope);
+                n += 1;
+            }
+            let replies: Vec<(String, i64)> = pipe
+                .query_async(&mut redis)
+                .await
+                .context("pipelined EVALSHA")?;
+            let created = replies.iter().filter(|(_, created)| *created == 1).count();
+            ensure!(
+                created == n,
+                "only {created} of {n} jobs of a batch were enqueued"
+            );
+        }
+        let secs = started.elapsed().as_secs_f64();
+        report.figure(
+            format!("Enqueue rate ({jobs} jobs, pipelined EVALSHA, {ENQUEUE_BATCH} a batch)"),
+            format!(
+                "{} ({:.1} MB of envelopes)",
+                per_sec(jobs as f64 / secs),
+                bytes as f64 / 1e6
+            ),
+        );
+        let waiting: usize = redis::cmd("LLEN")
+            .arg(format!("{}:active", self.queue))
+            .query_async(&mut redis)
+            .await
+            .context("LLEN of the active list")?;
+        ensure!(
+            waiting == jobs,
+            "{waiting} jobs wait in Redis, {jobs} expected"
+        );
+        Ok(())
+    }
+
+    /// A fresh daemon drains the backlog while the stored results are counted.
+    async fn drain(&self, seed_id: &str, report: &mut Report) -> Result<()> {
+        let jobs = self.knobs.e2e_attempts as u64;
+        eprintln!(
+            "bench: draining the backlog, concurrency {}",
+            self.knobs.concurrency
+        );
+        let mut daemon = self.start_daemon("second").await?;
+        let cpu_before = CpuTimes::now(daemon.child.id());
+        // The seed attempt's result is already there.
+        let samples = self.sample_until_stored(&mut daemon, 1 + jobs).await?;
+        let cpu_after = CpuTimes::now(daemon.child.id());
+        let peak = daemon.status_kb("VmHWM")?;
+        daemon.stop().await?;
+
+        let done: Vec<(f64, u64)> = samples
+            .iter()
+            .map(|&(t, stored)| (t, stored.saturating_sub(1)))
+            .collect();
+        let total_secs = time_at(&done, jobs);
+        report.figure(
+            format!(
+                "**Stored attempts/s**, whole backlog ({jobs} jobs, concurrency {}, daemon ready \
+                 to last result)",
+                self.knobs.concurrency
+            ),
+            format!(
+                "**{}** ({total_secs:.2} s)",
+                per_sec(jobs as f64 / total_secs)
+            ),
+        );
+        let fifth = jobs / 5;
+        if fifth > 0 {
+            let last_secs = total_secs - time_at(&done, jobs - fifth);
+            report.figure(
+                "Stored attempts/s, last 20% of the backlog",
+                per_sec(fifth as f64 / last_secs),
+            );
+        }
+        // A cross-check free of the sampling step and of startup: the journal's own times.
+        let journal_secs: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM max(j.finished_at) - min(a.started_at))::float8
+               FROM jobs j JOIN job_attempts a ON a.job_id = j.id
+              WHERE j.kind = 'score.attempt' AND j.id <> $1",
+        )
+        .bind(seed_id)
+        .fetch_one(&self.pg)
+        .await
+        .context("read the backlog's first start and last finish")?;
+        if let Some(secs) = journal_secs.filter(|s| *s > 0.0) {
+            report.figure(
+                "Stored attempts/s, whole backlog (journal: first start to last finish)",
+                format!("{} ({secs:.2} s)", per_sec(jobs as f64 / secs)),
+            );
+        }
+        if let Some(cores) = cpu_before.until(&cpu_after) {
+            report.figure(
+                "CPU while draining, cores busy on average (ready to last result; the rest: \
+                 short-lived processes, the kernel's threads, this bench, other load)",
+                cores.describe(),
+            );
+            report.figure("CPU per stored attempt", cores.per_job(jobs));
+        }
+        report.figure("Peak RSS while draining (VmHWM)", mib(peak));
+        Ok(())
+    }
+
+    /// Counts stored results every [`SAMPLE_EVERY`] from the daemon's ready line until `target`
+    /// are, and returns the samples: (seconds since ready, stored results). Fails early if a
+    /// job fails or waits for a retry.
+    async fn sample_until_stored(
+        &self,
+        daemon: &mut Daemon,
+        target: u64,
+    ) -> Result<Vec<(f64, u64)>> {
+        let ready = daemon.ready_at;
+        let mut samples = vec![(0.0, self.stored().await?.0)];
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::from_std(ready) + SAMPLE_EVERY,
+            SAMPLE_EVERY,
+        );
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_progress = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            ticks.tick().await;
+            daemon.ensure_running()?;
+            // The time of the count is when the query starts: it sees the rows committed then.
+            let t = ready.elapsed().as_secs_f64();
+            let (stored, failing) = self.stored().await?;
+            if failing > 0 {
+                let error: Option<String> = sqlx::query_scalar(
+                    "SELECT last_error FROM jobs WHERE state IN ('failed', 'retrying') LIMIT 1",
+                )
+                .fetch_optional(&self.pg)
+                .await?
+                .flatten();
+                bail!(
+                    "{failing} jobs failed or wait for a retry; one: {}",
+                    error.unwrap_or_default()
+                );
+            }
+            let previous = samples.last().map_or(0, |&(_, c)| c);
+            samples.push((t, stored));
+            if stored >= target {
+                return Ok(samples);
+            }
+            if stored > previous {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > STALL_DEADLINE {
+                bail!(
+                    "no result stored for {STALL_DEADLINE:?}: {stored} of {target} are\n{}",
+                    daemon.log_tail()
+                );
+            }
+            if last_report.elapsed() >= Duration::from_secs(2) {
+                eprintln!("bench:   {stored} of {target} results stored after {t:.1} s");
+                last_report = Instant::now();
+            }
+        }
+    }
+
+    /// Stored results, and jobs the journal shows failed or waiting for a retry.
+    async fn stored(&self) -> Result<(u64, u64)> {
+        let (stored, failing): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM score_results),
+                    (SELECT count(*) FROM jobs WHERE state IN ('failed', 'retrying'))",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .context("count stored results")?;
+        Ok((stored as u64, failing as u64))
+    }
+
+    /// Every job completed with exactly one attempt, and every result is stored with the marks
+    /// the pure scorer gives.
+    async fn verify(
+        &self,
+        seed_id: &str,
+        expected: &[(String, String)],
+        workload: &Workload,
+        report: &mut Report,
+    ) -> Result<()> {
+        let total = expected.len() as i64 + 1;
+        let (jobs, completed, one_attempt, attempts, completed_attempts): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'completed'),
+                        count(*) FILTER (WHERE attempts = 1),
+                        (SELECT count(*) FROM job_attempts),
+                        (SELECT count(*) FROM job_attempts WHERE outcome = 'completed')
+                   FROM jobs WHERE kind = 'score.attempt'",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .context("count the jobs")?;
+        let (ids, marks): (Vec<&str>, Vec<&str>) = expected
+            .iter()
+            .map(|(id, marks)| (id.as_str(), marks.as_str()))
+            .unzip();
+        let (results, attempts_stored, matching, contributions): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT (SELECT count(*) FROM score_results),
+                        (SELECT count(*) FROM score_attempts),
+                        (SELECT count(*)
+                           FROM UNNEST($1::text[], $2::text[]) AS e(attempt_id, marks)
+                           JOIN score_results r ON r.attempt_id = e.attempt_id
+                                               AND r.marks = e.marks AND r.test_id = $3
+                                               AND r.key_version = 1),
+                        (SELECT count(*) FROM score_candidate_contributions)",
+            )
+            .bind(&ids)
+            .bind(&marks)
+            .bind(TEST_ID)
+            .fetch_one(&self.pg)
+            .await
+            .context("count the stored results")?;
+        // One row per attempt and section or topic.
+        let scopes =
+            (workload.prepared.section_ids().len() + workload.prepared.topics().len()) as i64;
+        report.figure(
+            "Journal check",
+            format!(
+                "{jobs} score.attempt jobs ({total} enqueued, the test's first {seed_id}), \
+                 {completed} completed, {one_attempt} with attempts = 1; {attempts} attempt \
+                 rows, {completed_attempts} completed"
+            ),
+        );
+        report.figure(
+            "Results check",
+            format!(
+                "{results} results, {attempts_stored} attempts stored; {matching} of {} \
+                 backlog results with the pure scorer's marks; {contributions} statistics rows \
+                 ({} expected)",
+                expected.len(),
+                total * scopes
+            ),
+        );
+        ensure!(
+            [jobs, completed, one_attempt, attempts, completed_attempts]
+                .iter()
+                .all(|&n| n == total),
+            "the journal does not show every job completed with exactly one attempt"
+        );
+        ensure!(
+            results == total
+                && attempts_stored == total
+                && matching == total - 1
+                && contributions == total * scopes,
+            "the stored results are not every attempt's, with the expected marks"
+        );
+        Ok(())
+    }
+
+    /// `quizworker` with this run's config, database, Redis prefix, concurrency and log level.
+    fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        // Only this run's settings: none from the environment the bench was started in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("QUIZWORKER_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("QUIZWORKER_CONFIG", self.dir.path().join("config.toml"))
+            .env("DATABASE_URL", &self.db_url)
+            .env("REDIS_URL", &self.knobs.redis_url)
+            .env("QUIZWORKER_REDIS__PREFIX", &self.prefix)
+            .env(
+                "QUIZWORKER_QUEUES__SCORING__CONCURRENCY",
+                self.knobs.concurrency.to_string(),
+            )
+            // Warnings, plus the daemon's own info lines: "quizworker ready" is one. This is
+            // also the daemon's default level, so per-job spans cost what they cost in production.
+            .env("RUST_LOG", "warn,quizworker=info");
+        command
+    }
+
+    /// Starts `quizworker run --queues scoring` and returns once it has logged that it is ready.
+    async fn start_daemon(&self, name: &str) -> Result<Daemon> {
+        let log = self.dir.path().join(format!("daemon-{name}.log"));
+        let file = fs::File::create(&log).context("cannot create the daemon's log file")?;
+        let child = self
+            .command()
+            .args(["run", "--queues", "scoring"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("cannot start quizworker run")?;
+        let mut daemon = Daemon {
+            child,
+            log,
+            ready_at: Instant::now(),
+        };
+        let started = Instant::now();
+        while !daemon.log_text().contains("quizworker ready") {
+            daemon.ensure_running()?;
+            ensure!(
+                started.elapsed() < START_DEADLINE,
+                "the daemon did not get ready in {START_DEADLINE:?}:\n{}",
+                daemon.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        daemon.ready_at = Instant::now();
+        Ok(daemon)
+    }
+
+    /// Warnings and errors the daemons logged: none are expected, but they do not fail the run.
+    fn note_daemon_warnings(&self, report: &mut Report) {
+        let Ok(entries) = fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let mut lines: Vec<String> = entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("daemon-"))
+            .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if lines.is_empty() {
+            return;
+        }
+        let total = lines.len();
+        lines.truncate(5);
+        report.note(format!(
+            "the daemon logged {total} warning or error lines; the first: `{}`",
+            lines.join("` / `")
+        ));
+    }
+
+    /// Removes the database and the Redis keys; reports what it did.
+    async fn teardown(self, report: &mut Report) -> Result<()> {
+        self.pg.close().await;
+        // Both are attempted whatever becomes of the other.
+        let keys = self.delete_redis_keys().await;
+        let database = self.drop_database().await;
+        match (keys, database) {
+            (Ok(n), Ok(())) => {
+                report.note(format!(
+                    "cleanup: dropped database {}, unlinked {n} Redis keys {}*",
+                    self.db_name, self.prefix
+                ));
+                Ok(())
+            }
+            (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+            (Err(keys), Err(database)) => Err(anyhow!("{keys:#}; {database:#}")),
+        }
+    }
+
+    async fn delete_redis_keys(&self) -> Result<u64> {
+        let mut redis = self.redis.clone();
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut unlinked = 0;
+        loop {
+            // Deleting while scanning is fine: SCAN still returns every key that was there
+            // throughout.
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut redis)
+                .await
+                .context("SCAN the run's Redis keys")?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut redis)
+                    .await
+                    .context("UNLINK the run's Redis keys")?;
+                unlinked += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(unlinked);
+            }
+        }
+    }
+
+    async fn drop_database(&self) -> Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .context("cannot connect to Postgres to drop the database")?;
+        // FORCE (Postgres 13+) ends connections a killed daemon may have left behind.
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name);
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("DROP DATABASE {}", self.db_name))?;
+        let _ = admin.close().await;
+        Ok(())
+    }
+}
+
+/// The shipped `[queues.scoring]` (config.toml); the run's concurrency comes from
+/// QUIZWORKER_QUEUES__SCORING__CONCURRENCY. The whole table is written so that nothing depends
+/// on the shipped file.
+const CONFIG_TOML: &str = r#"# Written by benches/scoring.rs.
+[queues.scoring]
+concurrency = 16
+timeout = "5m"
+max_attempts = 5
+backoff = { base = "2s", cap = "10m", jitter = 0.2 }
+"#;
+
+/// `url` with its database (the path) replaced by `database`. User, password, host and query
+/// options are kept as written, so a password is never decoded and re-encoded.
+fn with_database(url: &str, database: &str) -> Result<String> {
+    let authority = url
+        .find("://")
+        .map(|i| i + 3)
+        .with_context(|| format!("DATABASE_URL {url:?} is not a URL"))?;
+    let query = url[authority..]
+        .find('?')
+        .map_or(url.len(), |i| authority + i);
+    let path = url[authority..query]
+        .find('/')
+        .map_or(query, |i| authority + i);
+    Ok(format!("{}/{database}{}", &url[..path], &url[query..]))
+}
+
+/// A running `quizworker run`; killed if dropped before [`Daemon::stop`].
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    /// When the bench saw the "quizworker ready" line.
+    ready_at: Instant,
+}
+
+impl Daemon {
+    /// A field of /proc/<pid>/status given in kB, such as VmRSS or VmHWM.
+    fn status_kb(&self, field: &str) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
+            .with_context(|| format!("no {field} in kB in {path}"))
+    }
+
+    fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .context("cannot check on the daemon")?
+        {
+            bail!("the daemon exited ({status}):\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    async fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        // Through kill(1): std only sends SIGKILL, and one signal is not worth a dependency.
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("cannot run kill")?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .context("cannot wait for the daemon")?
+            {
+                ensure!(
+                    status.success(),
+                    "the daemon exited with {status} after SIGTERM:\n{}",
+                    self.log_tail()
+                );
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < STOP_DEADLINE,
+                "the daemon did not exit within {STOP_DEADLINE:?} of SIGTERM:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes and
+/// Redis, and by the whole machine, from /proc.
+struct CpuTimes {
+    at: Instant,
+    daemon: u64,
+    /// Per pid: a backend started between two readings counts from 0. Processes that exit
+    /// between two readings (autovacuum workers) are missed: they count as the rest. The
+    /// daemon's connections live until it stops.
+    postgres: HashMap<u32, u64>,
+    redis: u64,
+    /// The machine's busy and total ticks, all CPUs together (/proc/stat).
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+/// Average cores busy between two [`CpuTimes`].
+struct Cores {
+    wall: f64,
+    daemon: f64,
+    postgres: f64,
+    redis: f64,
+    machine: f64,
+    cpus: f64,
+}
+
+impl CpuTimes {
+    fn now(daemon_pid: u32) -> CpuTimes {
+        let mut times = CpuTimes {
+            at: Instant::now(),
+            daemon: 0,
+            postgres: HashMap::new(),
+            redis: 0,
+            machine_busy: 0,
+            machine_total: 0,
+        };
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Some((command, ticks)) = process_ticks(pid) else {
+                continue;
+            };
+            if pid == daemon_pid {
+                times.daemon = ticks;
+            } else if command == "postgres" {
+                times.postgres.insert(pid, ticks);
+            } else if command == "redis-server" {
+                times.redis += ticks;
+            }
+        }
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        if let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) {
+            // user nice system idle iowait irq softirq steal ...
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            times.machine_total = fields.iter().sum();
+            times.machine_busy = times.machine_total
+                - fields.get(3).copied().unwrap_or(0)
+                - fields.get(4).copied().unwrap_or(0);
+        }
+        times
+    }
+
+    /// What was used from `self` to `later`; `None` if /proc could not tell.
+    fn until(&self, later: &CpuTimes) -> Option<Cores> {
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        if wall <= 0.0 || later.machine_total <= self.machine_total {
+            return None;
+        }
+        let tick = clock_ticks_per_sec();
+        let cores = |ticks: u64| ticks as f64 / tick / wall;
+        let postgres: u64 = later
+            .postgres
+            .iter()
+            .map(|(pid, &t)| t.saturating_sub(self.postgres.get(pid).copied().unwrap_or(0)))
+            .sum();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Some(Cores {
+            wall,
+            daemon: cores(later.daemon.saturating_sub(self.daemon)),
+            postgres: cores(postgres),
+            redis: cores(later.redis.saturating_sub(self.redis)),
+            machine: (later.machine_busy - self.machine_busy) as f64
+                / (later.machine_total - self.machine_total) as f64
+                * cpus,
+            cpus,
+        })
+    }
+}
+
+impl Cores {
+    fn describe(&self) -> String {
+        let rest = self.machine - self.daemon - self.postgres - self.redis;
+        format!(
+            "daemon {:.2}, Postgres {:.2}, Redis {:.2}, the rest {rest:.2}; machine {:.2} of {:.0}",
+            self.daemon, self.postgres, self.redis, self.machine, self.cpus
+        )
+    }
+
+    /// CPU milliseconds per job, of `jobs` done in the interval.
+    fn per_job(&self, jobs: u64) -> String {
+        let ms = |cores: f64| cores * self.wall * 1000.0 / jobs as f64;
+        format!(
+            "daemon {:.2} ms, Postgres {:.2} ms, Redis {:.2} ms",
+            ms(self.daemon),
+            ms(self.postgres),
+            ms(self.redis)
+        )
+    }
+}
+
+/// The command name and user + system ticks of a process, from /proc/<pid>/stat.
+fn process_ticks(pid: u32) -> Option<(String, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ..." where comm may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let command = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the command: state is field 3 of stat(5), utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((command, utime + stime))
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    command_line("getconf", &["CLK_TCK"])
+        .parse()
+        .unwrap_or(100.0)
+}
+
+/// Seconds at which `n` results were stored, interpolated between the two samples around it:
+/// the samples are 250 ms apart, too coarse to read a few seconds' run off them directly.
+fn time_at(samples: &[(f64, u64)], n: u64) -> f64 {
+    let Some(i) = samples.iter().position(|&(_, done)| done >= n) else {
+        // Callers only ask for counts up to the last sample's.
+        return samples.last().map_or(0.0, |&(t, _)| t);
+    };
+    if i == 0 {
+        return samples[0].0;
+    }
+    let (t0, d0) = samples[i - 1];
+    let (t1, d1) = samples[i];
+    t0 + (t1 - t0) * (n - d0) as f64 / (d1 - d0) as f64
+}
+
+/// Nearest-rank percentile of sorted values; `q` from 0 to 1.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn per_sec(rate: f64) -> String {
+    format!("{} attempts/s", thousands(rate.round() as u64))
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The Markdown report, filled in as the run goes, so a failed run still shows what it measured.
+struct Report {
+    machine: Vec<(String, String)>,
+    knobs: Vec<(String, String)>,
+    workload: Vec<String>,
+    figures: Vec<(String, String)>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn new(knobs: &Knobs) -> Report {
+        let mut report = Report {
+            machine: Vec::new(),
+            knobs: vec![
+                (
+                    "BENCH_PURE_ATTEMPTS".into(),
+                    knobs.pure_attempts.to_string(),
+                ),
+                ("BENCH_E2E_ATTEMPTS".into(), knobs.e2e_attempts.to_string()),
+                (
+                    "BENCH_SCORING_CONCURRENCY".into(),
+                    knobs.concurrency.to_string(),
+                ),
+            ],
+            workload: Vec::new(),
+            figures: Vec::new(),
+            notes: Vec::new(),
+        };
+        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+        report.machine("CPUs (nproc)", nproc.to_string());
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        report.machine(
+            "CPU",
+            proc_field(&cpuinfo, "model name").unwrap_or("unknown".into()),
+        );
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = proc_field(&meminfo, "MemTotal")
+            .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or("unknown".into(), |kb| {
+                format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0)
+            });
+        report.machine("Memory", memory);
+        report.machine(
+            "redis-server --version",
+            command_line("redis-server", &["--version"]),
+        );
+        report.machine("Daemon source", daemon_source());
+        report
+    }
+
+    fn machine(&mut self, name: &str, value: String) {
+        self.machine.push((name.to_owned(), value));
+    }
+
+    fn workload(&mut self, line: String) {
+        self.workload.push(line);
+    }
+
+    fn figure(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        eprintln!("bench: {name}: {value}");
+        self.figures.push((name, value));
+    }
+
+    fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    fn render(&self) -> String {
+        let table = |header: &str, rows: &[(String, String)]| {
+            let mut out = format!("| {header} | value |\n|---|---|\n");
+            for (name, value) in rows {
+                out.push_str(&format!("| {name} | {} |\n", value.replace('|', "\\|")));
+            }
+            out
+        };
+        let mut out = String::from("# quizworker scoring benchmark\n\n");
+        out.push_str(&format!("## Machine\n\n{}\n", table("item", &self.machine)));
+        out.push_str(&format!("## Knobs\n\n{}\n", table("knob", &self.knobs)));
+        if !self.workload.is_empty() {
+            out.push_str("## Workload\n\n");
+            for line in &self.workload {
+                out.push_str(&format!("- {line}\n"));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!("## Figures\n\n{}", table("figure", &self.figures)));
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for note in &self.notes {
+                out.push_str(&format!("- {note}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// The value of a `name : value` line of a /proc file.
+fn proc_field(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == name).then(|| value.trim().to_owned())
+    })
+}
+
+/// The first line a command prints, or why there is none.
+fn command_line(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        Ok(output) => format!("{program} failed ({})", output.status),
+        Err(e) => format!("{program} not found ({e})"),
+    }
+}
+
+/// The commit the daemon was built from, and whether its sources had uncommitted changes.
+fn daemon_source() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let commit = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
+    let dirty = Command::new("git")
+        .args([
+            "-C",
+            dir,
+            "status",
+            "--porcelain",
+            "--",
+            "src",
+            "jobs",
+            "migrations",
+            "Cargo.lock",
+        ])
+        .output()
+        .map(|output| !output.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        format!("git {commit}, with uncommitted changes in src/, jobs/ or migrations/")
+    } else {
+        format!("git {commit}")
+    }
+}
