@@ -84,8 +84,13 @@ async fn the_daemon_waits_out_a_redis_outage_and_resumes(pool: PgPool) {
     let before = env.enqueue("diag.noop", "{}", &[]);
     env.wait_for_state(&before, "completed").await;
 
+    let http = daemon.http_addr();
+    assert_eq!(common::http_get(http, "/readyz").0, 200);
     proxy.cut();
     daemon.wait_for_log("waiting for Redis");
+    let (status, body) = common::http_get(http, "/readyz");
+    assert_eq!(status, 503, "not ready while Redis is away: {body}");
+    assert!(body.contains("Redis does not answer"), "{body}");
     // Producers still reach Redis; the daemon does not.
     let during: Vec<String> = (0..5)
         .map(|_| env.enqueue("diag.noop", "{}", &[]))
@@ -102,6 +107,7 @@ async fn the_daemon_waits_out_a_redis_outage_and_resumes(pool: PgPool) {
         env.wait_for_state(id, "completed").await;
     }
     assert!(daemon.child.try_wait().unwrap().is_none());
+    assert_eq!(common::http_get(http, "/readyz").0, 200, "ready again");
 }
 
 #[sqlx::test]
@@ -116,12 +122,16 @@ async fn the_daemon_waits_out_a_postgres_outage_without_losing_results(pool: PgP
     let running = env.enqueue("diag.sleep", r#"{"ms": 1500}"#, &[]);
     env.wait_for_state(&running, "running").await;
 
+    let http = daemon.http_addr();
     proxy.cut();
     // The running job ends while Postgres is away, and more jobs arrive.
     let during: Vec<String> = (0..5)
         .map(|_| env.enqueue("diag.noop", "{}", &[]))
         .collect();
     daemon.wait_for_log("journal write failed; retrying");
+    let (status, body) = common::http_get(http, "/readyz");
+    assert_eq!(status, 503, "not ready while Postgres is away: {body}");
+    assert!(body.contains("Postgres does not answer"), "{body}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
