@@ -940,10 +940,10 @@ impl<'k> Bench<'k> {
             self.knobs.concurrency
         );
         let mut daemon = self.start_daemon("second").await?;
-        let cpu_before = CpuTimes::now(daemon.child.id());
+        let cpu_before = CpuTimes::now(daemon.child.id(), &self.db_name);
         // The seed attempt's result is already there.
         let samples = self.sample_until_stored(&mut daemon, 1 + jobs).await?;
-        let cpu_after = CpuTimes::now(daemon.child.id());
+        let cpu_after = CpuTimes::now(daemon.child.id(), &self.db_name);
         let peak = daemon.status_kb("VmHWM")?;
         daemon.stop().await?;
 
@@ -989,8 +989,9 @@ impl<'k> Bench<'k> {
         }
         if let Some(cores) = cpu_before.until(&cpu_after) {
             report.figure(
-                "CPU while draining, cores busy on average (ready to last result; the rest: \
-                 short-lived processes, the kernel's threads, this bench, other load)",
+                "CPU while draining, cores busy on average (ready to last result; Postgres' other \
+                 processes: WAL writer, checkpointer, other databases; the rest: short-lived \
+                 processes, the kernel's threads, this bench, other load)",
                 cores.describe(),
             );
             report.figure("CPU per stored attempt", cores.per_job(jobs));
@@ -1410,13 +1411,16 @@ impl Drop for Daemon {
 }
 
 /// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes and
-/// Redis, and by the whole machine, from /proc.
+/// Redis, and by the whole machine, from /proc. Postgres' backends serving the run's database
+/// (its name is in their process title) are told from its other processes: the WAL writer,
+/// the checkpointer, and backends of other databases, which may belong to other load.
 struct CpuTimes {
     at: Instant,
     daemon: u64,
-    /// Per pid: a backend started between two readings counts from 0. Processes that exit
+    /// Per pid: a process started between two readings counts from 0. Processes that exit
     /// between two readings (autovacuum workers) are missed: they count as the rest. The
     /// daemon's connections live until it stops.
+    backends: HashMap<u32, u64>,
     postgres: HashMap<u32, u64>,
     redis: u64,
     /// The machine's busy and total ticks, all CPUs together (/proc/stat).
@@ -1428,6 +1432,7 @@ struct CpuTimes {
 struct Cores {
     wall: f64,
     daemon: f64,
+    backends: f64,
     postgres: f64,
     redis: f64,
     machine: f64,
@@ -1435,10 +1440,11 @@ struct Cores {
 }
 
 impl CpuTimes {
-    fn now(daemon_pid: u32) -> CpuTimes {
+    fn now(daemon_pid: u32, db_name: &str) -> CpuTimes {
         let mut times = CpuTimes {
             at: Instant::now(),
             daemon: 0,
+            backends: HashMap::new(),
             postgres: HashMap::new(),
             redis: 0,
             machine_busy: 0,
@@ -1454,7 +1460,14 @@ impl CpuTimes {
             if pid == daemon_pid {
                 times.daemon = ticks;
             } else if command == "postgres" {
-                times.postgres.insert(pid, ticks);
+                // "postgres: 15/main: user database host(port) state"
+                let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let title = String::from_utf8_lossy(&title);
+                if title.split([' ', '\0']).any(|word| word == db_name) {
+                    times.backends.insert(pid, ticks);
+                } else {
+                    times.postgres.insert(pid, ticks);
+                }
             } else if command == "redis-server" {
                 times.redis += ticks;
             }
@@ -1484,16 +1497,18 @@ impl CpuTimes {
         }
         let tick = clock_ticks_per_sec();
         let cores = |ticks: u64| ticks as f64 / tick / wall;
-        let postgres: u64 = later
-            .postgres
-            .iter()
-            .map(|(pid, &t)| t.saturating_sub(self.postgres.get(pid).copied().unwrap_or(0)))
-            .sum();
+        let since = |before: &HashMap<u32, u64>, after: &HashMap<u32, u64>| -> u64 {
+            after
+                .iter()
+                .map(|(pid, &t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+                .sum()
+        };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         Some(Cores {
             wall,
             daemon: cores(later.daemon.saturating_sub(self.daemon)),
-            postgres: cores(postgres),
+            backends: cores(since(&self.backends, &later.backends)),
+            postgres: cores(since(&self.postgres, &later.postgres)),
             redis: cores(later.redis.saturating_sub(self.redis)),
             machine: (later.machine_busy - self.machine_busy) as f64
                 / (later.machine_total - self.machine_total) as f64
@@ -1505,10 +1520,11 @@ impl CpuTimes {
 
 impl Cores {
     fn describe(&self) -> String {
-        let rest = self.machine - self.daemon - self.postgres - self.redis;
+        let rest = self.machine - self.daemon - self.backends - self.postgres - self.redis;
         format!(
-            "daemon {:.2}, Postgres {:.2}, Redis {:.2}, the rest {rest:.2}; machine {:.2} of {:.0}",
-            self.daemon, self.postgres, self.redis, self.machine, self.cpus
+            "daemon {:.2}, its Postgres backends {:.2}, Postgres' other processes {:.2}, Redis \
+             {:.2}, the rest {rest:.2}; machine {:.2} of {:.0}",
+            self.daemon, self.backends, self.postgres, self.redis, self.machine, self.cpus
         )
     }
 
@@ -1516,8 +1532,10 @@ impl Cores {
     fn per_job(&self, jobs: u64) -> String {
         let ms = |cores: f64| cores * self.wall * 1000.0 / jobs as f64;
         format!(
-            "daemon {:.2} ms, Postgres {:.2} ms, Redis {:.2} ms",
+            "daemon {:.2} ms, its Postgres backends {:.2} ms, Postgres' other processes {:.2} ms, \
+             Redis {:.2} ms",
             ms(self.daemon),
+            ms(self.backends),
             ms(self.postgres),
             ms(self.redis)
         )
