@@ -2,7 +2,8 @@
 # Brings up what quizworker and its tests need on 127.0.0.1: Redis (6379) and PostgreSQL (5432,
 # user `postgres` without a password, databases `test` and `quizworker`), plus the Python
 # `redis` package the integration tests use, and `systemd-analyze` (Debian's `systemd` package;
-# the tests check the unit file with it; nothing is started through systemd). Idempotent: a
+# the tests check the unit file with it; nothing is started through systemd), and for the export
+# tests poppler-utils, qpdf and the fonts of config.toml's [exports]. Idempotent: a
 # quick no-op when all is already up.
 # Made for Debian 12 as root, without systemd (services are started directly).
 set -euo pipefail
@@ -64,10 +65,21 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     missing+=(systemd)
 fi
+# The export tests read PDFs back (pdftotext, qpdf --check) and print names in three scripts
+# with the fonts config.toml's [exports] lists.
+if ! command -v pdftotext >/dev/null 2>&1; then
+    missing+=(poppler-utils)
+fi
+if ! command -v qpdf >/dev/null 2>&1; then
+    missing+=(qpdf)
+fi
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
+[[ -f /usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf ]] || missing+=(fonts-lohit-deva)
+[[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 else
-    say "redis-server, postgresql, postgresql-client, systemd: installed"
+    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts: installed"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ pub enum Command {
         /// The file, or - for standard input.
         file: PathBuf,
     },
+    /// Run an export without the daemon (Postgres only): write the file into the export
+    /// directory, or --out, and print what the job would record (path, size, SHA-256).
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -95,6 +99,43 @@ pub struct EnqueueArgs {
     pub max_attempts: Option<u32>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A test's result sheet as CSV (the job `export.results_csv`).
+    ResultsCsv {
+        test_id: String,
+        /// The directory to write into (default: `exports.directory` of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// `,` `;` `|` or a tab.
+        #[arg(long, default_value_t = ',')]
+        delimiter: char,
+        /// Start with a UTF-8 byte-order mark (Excel needs it to read UTF-8).
+        #[arg(long)]
+        bom: bool,
+        /// Decimals of the marks.
+        #[arg(long, default_value_t = 2)]
+        decimals: u32,
+        /// Add the exact marks ("-1/3") beside the rounded ones.
+        #[arg(long)]
+        exact_fractions: bool,
+    },
+    /// A finalized test's analytics report as PDF (the job `export.test_report_pdf`).
+    TestReportPdf {
+        test_id: String,
+        /// The directory to write into (default: `exports.directory` of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// An attempt's A4 report card as PDF (the job `export.report_pdf`).
+    ReportPdf {
+        attempt_id: String,
+        /// The directory to write into (default: `exports.directory` of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,6 +21,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub journal: JournalConfig,
     pub maintenance: MaintenanceConfig,
+    pub exports: ExportsConfig,
     pub queues: BTreeMap<String, QueueConfig>,
 }
 
@@ -105,6 +106,19 @@ pub struct MaintenanceConfig {
     pub keep_cancelled: Duration,
 }
 
+/// Where the `export.*` jobs write their files, and the fonts of the PDF ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Created if missing. Files are named by the export, never by its input, so nothing a
+    /// producer sends can place a file outside it.
+    pub directory: PathBuf,
+    /// TTF or TTC files (the first face of a collection), tried in order for each run of text
+    /// of a PDF: the first that has every character of the run prints it. Missing files are
+    /// skipped; the built-in Helvetica is the last resort, for Latin-1 only.
+    pub fonts: Vec<PathBuf>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -174,6 +188,16 @@ impl Default for Config {
                 keep_completed: Duration::from_secs(7 * 24 * 3600),
                 keep_failed: Duration::from_secs(30 * 24 * 3600),
                 keep_cancelled: Duration::from_secs(30 * 24 * 3600),
+            },
+            exports: ExportsConfig {
+                directory: "/var/lib/quizworker/exports".into(),
+                fonts: [
+                    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                    "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
+                    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+                ]
+                .map(PathBuf::from)
+                .into(),
             },
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
@@ -255,6 +279,9 @@ impl Config {
         }
         if self.http.queue_sample_interval.is_zero() {
             bail!("http.queue_sample_interval must be more than 0s");
+        }
+        if self.exports.directory.as_os_str().is_empty() {
+            bail!("exports.directory must not be empty");
         }
         if self.journal.max_batch == 0 {
             bail!("journal.max_batch must be at least 1");

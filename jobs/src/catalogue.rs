@@ -97,6 +97,9 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::scoring_jobs::ScoreAttempt>(),
     Kind::of::<crate::scoring_jobs::RescoreTest>(),
     Kind::of::<crate::scoring_jobs::FinalizeTest>(),
+    Kind::of::<crate::export_jobs::ExportResultsCsv>(),
+    Kind::of::<crate::export_jobs::ExportReportPdf>(),
+    Kind::of::<crate::export_jobs::ExportTestReportPdf>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

@@ -5,6 +5,8 @@
 pub mod catalogue;
 pub mod diag;
 pub mod envelope;
+pub mod export_jobs;
+pub mod results_sheet;
 pub mod scoring;
 pub mod scoring_jobs;
 

@@ -51,7 +51,11 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         pg.clone(),
         redis.clone(),
     ));
-    let services = Services { pg };
+    let services = Services {
+        pg,
+        exports: config.exports.clone(),
+        fonts: Arc::new(crate::report_pdf::Fonts::new(config.exports.fonts.clone())),
+    };
     let executor = Executor::new(config.clone(), journal, redis.clone(), services);
     let sampler = tokio::spawn(metrics::sample_queues(
         redis.clone(),

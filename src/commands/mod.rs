@@ -2,6 +2,7 @@
 
 mod daemon;
 mod enqueue;
+mod export;
 mod jobs;
 mod output;
 mod queues;
@@ -29,6 +30,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Recover { json } => daemon::recover(&config, json).await,
         Command::Enqueue(args) => enqueue::enqueue(&config, args).await,
         Command::Score { file } => score::score_file(&file),
+        Command::Export(command) => export::execute(&config, command).await,
         Command::Jobs(command) => jobs::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,
     }

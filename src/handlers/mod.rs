@@ -2,18 +2,23 @@
 //! payload and a [`JobContext`], never Redis or the journal.
 
 mod diag;
+pub mod exports;
 mod scoring;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
+use quizworker_jobs::export_jobs::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
 use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::config::ExportsConfig;
+use crate::export_files::ExportDir;
 use crate::journal::Journal;
+use crate::report_pdf::Fonts;
 
 /// How an attempt failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +89,10 @@ impl JobContext {
 pub struct Services {
     /// The daemon's Postgres: the journal's database also holds the jobs' own tables.
     pub pg: PgPool,
+    /// Where `export.*` jobs write, and the fonts of their PDFs.
+    pub exports: ExportsConfig,
+    /// `exports.fonts`, read on the first PDF and kept.
+    pub fonts: std::sync::Arc<Fonts>,
 }
 
 /// Runs the handler of the envelope's kind.
@@ -100,6 +109,19 @@ pub async fn dispatch(
         ScoreAttempt::KIND => scoring::score_attempt(envelope.payload_as()?, pg).await,
         RescoreTest::KIND => scoring::rescore_test(envelope.payload_as()?, ctx, pg).await,
         FinalizeTest::KIND => scoring::finalize_test(envelope.payload_as()?, ctx, pg).await,
+        ExportResultsCsv::KIND => {
+            let dir = ExportDir::new(&services.exports.directory);
+            let progress = |percent: u8, message: String| ctx.progress(percent, message);
+            exports::results_csv(envelope.payload_as()?, pg, &dir, &progress).await
+        }
+        ExportReportPdf::KIND => {
+            let dir = ExportDir::new(&services.exports.directory);
+            exports::report_pdf(envelope.payload_as()?, pg, &dir, &services.fonts).await
+        }
+        ExportTestReportPdf::KIND => {
+            let dir = ExportDir::new(&services.exports.directory);
+            exports::test_report_pdf(envelope.payload_as()?, pg, &dir, &services.fonts).await
+        }
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }

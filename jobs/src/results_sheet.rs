@@ -1,0 +1,326 @@
+//! A test's result sheet, cell by cell: the header and one record per attempt, with text that a
+//! spreadsheet could take for a formula neutralised. The CSV quoting (RFC 4180) and the file are
+//! the daemon's (`src/handlers/exports.rs`); nothing here does I/O.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+
+use crate::export_jobs::CsvOptions;
+use crate::scoring::{Counts, Marks};
+
+/// The part of a stored result (`score_results.result`) that a sheet shows. Reading only this
+/// skips the per-question and per-topic details cheaply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SheetResult {
+    pub marks: Marks,
+    pub max_marks: Marks,
+    pub counts: Counts,
+    pub sections: Vec<SheetSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SheetSection {
+    pub id: String,
+    pub marks: Marks,
+    pub counts: Counts,
+}
+
+/// One attempt as the sheet shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SheetRow {
+    pub attempt_id: String,
+    pub candidate_id: Option<String>,
+    /// `None` until `score.finalize_test` ran.
+    pub rank: Option<i64>,
+    pub percentile: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub result: SheetResult,
+}
+
+/// The columns of a test's sheet: fixed ones, then each section's marks, then counts.
+#[derive(Debug, Clone)]
+pub struct ResultsSheet {
+    options: CsvOptions,
+    sections: Vec<String>,
+}
+
+impl ResultsSheet {
+    /// A sheet with a column per section, in the test's order. Checks the options.
+    pub fn new(options: CsvOptions, sections: Vec<String>) -> Result<ResultsSheet, String> {
+        options.validate()?;
+        Ok(ResultsSheet { options, sections })
+    }
+
+    pub fn options(&self) -> &CsvOptions {
+        &self.options
+    }
+
+    /// The header record.
+    pub fn header(&self) -> Vec<String> {
+        let exact = self.options.exact_fractions;
+        let mut cells: Vec<String> = ["attempt_id", "candidate", "rank", "percentile", "marks"]
+            .map(String::from)
+            .into();
+        if exact {
+            cells.push("marks_exact".into());
+        }
+        cells.push("max_marks".into());
+        if exact {
+            cells.push("max_marks_exact".into());
+        }
+        for section in &self.sections {
+            cells.push(neutralise(&format!("{section} marks")).into_owned());
+            if exact {
+                cells.push(neutralise(&format!("{section} marks_exact")).into_owned());
+            }
+        }
+        for name in [
+            "correct",
+            "incorrect",
+            "unattempted",
+            "accuracy_percent",
+            "submitted_at",
+        ] {
+            cells.push(name.into());
+        }
+        cells
+    }
+
+    /// The record of one attempt, into `out` (cleared first, so that one buffer serves a whole
+    /// export). Has as many cells as [`header`](Self::header).
+    pub fn record(&self, row: &SheetRow, out: &mut Vec<String>) {
+        out.clear();
+        let r = &row.result;
+        out.push(neutralise(&row.attempt_id).into_owned());
+        out.push(
+            row.candidate_id
+                .as_deref()
+                .map(|c| neutralise(c).into_owned())
+                .unwrap_or_default(),
+        );
+        out.push(row.rank.map(|r| r.to_string()).unwrap_or_default());
+        out.push(
+            row.percentile
+                .as_deref()
+                .map(|p| number_or_text(p).into_owned())
+                .unwrap_or_default(),
+        );
+        self.marks(r.marks, out);
+        self.marks(r.max_marks, out);
+        for id in &self.sections {
+            match r.sections.iter().find(|s| &s.id == id) {
+                Some(section) => self.marks(section.marks, out),
+                // A result scored under a key version without this section.
+                None => {
+                    out.push(String::new());
+                    if self.options.exact_fractions {
+                        out.push(String::new());
+                    }
+                }
+            }
+        }
+        let c = &r.counts;
+        out.push(c.correct.to_string());
+        out.push(c.incorrect.to_string());
+        out.push(c.unattempted.to_string());
+        out.push(
+            c.accuracy_percent()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        );
+        out.push(
+            row.submitted_at
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                .unwrap_or_default(),
+        );
+    }
+
+    fn marks(&self, marks: Marks, out: &mut Vec<String>) {
+        out.push(marks.display(self.options.decimals).to_string());
+        if self.options.exact_fractions {
+            // "-1/3" is text to a spreadsheet (and a formula once typed in): neutralised like
+            // any text; whole numbers ("-4") stay numbers.
+            out.push(number_or_text(&marks.to_string()).into_owned());
+        }
+    }
+}
+
+/// Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection"), or that
+/// some of them strip before doing so.
+const FORMULA_TRIGGERS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\n'];
+
+/// Text a spreadsheet will show as text: a cell starting with `=`, `+`, `-`, `@`, a tab, a
+/// carriage return or a line feed gets a leading `'`, as OWASP advises, so that
+/// `=HYPERLINK(...)` shows as written instead of running. Other text is returned as it is.
+///
+/// ```
+/// use quizworker_jobs::results_sheet::neutralise;
+/// assert_eq!(neutralise("=1+2"), "'=1+2");
+/// assert_eq!(neutralise("Asha, \"A\""), "Asha, \"A\"");
+/// ```
+pub fn neutralise(text: &str) -> Cow<'_, str> {
+    if text.starts_with(FORMULA_TRIGGERS) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A plain decimal number (`-1.25`, `40`) as it is, anything else neutralised as text: numbers,
+/// negative ones included, must stay numbers for the spreadsheet to add them up.
+pub fn number_or_text(text: &str) -> Cow<'_, str> {
+    if is_plain_number(text) {
+        Cow::Borrowed(text)
+    } else {
+        neutralise(text)
+    }
+}
+
+/// `-?digits(.digits)?`
+fn is_plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && frac.is_none_or(all_digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(correct: u32, incorrect: u32, unattempted: u32) -> Counts {
+        Counts {
+            correct,
+            incorrect,
+            unattempted,
+            answered: correct + incorrect,
+            ..Counts::default()
+        }
+    }
+
+    fn row() -> SheetRow {
+        SheetRow {
+            attempt_id: "a-1".into(),
+            candidate_id: Some("=HYPERLINK(\"http://x\")".into()),
+            rank: Some(3),
+            percentile: Some("66.6666667".into()),
+            submitted_at: Some("2026-11-22T10:00:00Z".parse().unwrap()),
+            result: SheetResult {
+                marks: "-1/3".parse().unwrap(),
+                max_marks: "3".parse().unwrap(),
+                counts: counts(0, 1, 2),
+                sections: vec![SheetSection {
+                    id: "maths".into(),
+                    marks: "-1/3".parse().unwrap(),
+                    counts: counts(0, 1, 2),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn formula_text_is_neutralised_and_numbers_stay_numbers() {
+        for text in ["=1+1", "+1", "-cmd", "@SUM(A1)", "\tx", "\rx", "\nx"] {
+            assert_eq!(neutralise(text), format!("'{text}"));
+        }
+        for text in ["Asha", "", "1=1", "'quoted", "नेहा", "王芳"] {
+            assert_eq!(neutralise(text), text);
+        }
+        for number in ["-1.33", "-4", "0", "12.50", "100.0000000"] {
+            assert_eq!(number_or_text(number), number);
+        }
+        for text in ["-1/3", "-", "-.5", "-1.", "-1e3", "--1"] {
+            assert_eq!(number_or_text(text), format!("'{text}"), "{text}");
+        }
+        assert_eq!(number_or_text("1/3"), "1/3");
+    }
+
+    #[test]
+    fn a_record_has_a_cell_per_column() {
+        let options = CsvOptions {
+            exact_fractions: true,
+            ..CsvOptions::default()
+        };
+        let sheet = ResultsSheet::new(options, vec!["maths".into(), "+extra".into()]).unwrap();
+        let header = sheet.header();
+        assert_eq!(
+            header,
+            [
+                "attempt_id",
+                "candidate",
+                "rank",
+                "percentile",
+                "marks",
+                "marks_exact",
+                "max_marks",
+                "max_marks_exact",
+                "maths marks",
+                "maths marks_exact",
+                "'+extra marks",
+                "'+extra marks_exact",
+                "correct",
+                "incorrect",
+                "unattempted",
+                "accuracy_percent",
+                "submitted_at"
+            ]
+        );
+        let mut out = Vec::new();
+        sheet.record(&row(), &mut out);
+        assert_eq!(
+            out,
+            [
+                "a-1",
+                "'=HYPERLINK(\"http://x\")",
+                "3",
+                "66.6666667",
+                "-0.33",
+                "'-1/3",
+                "3.00",
+                "3",
+                "-0.33",
+                "'-1/3",
+                "",
+                "",
+                "0",
+                "1",
+                "2",
+                "0.00",
+                "2026-11-22T10:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn decimals_follow_the_options() {
+        let options = CsvOptions {
+            decimals: 0,
+            ..CsvOptions::default()
+        };
+        let sheet = ResultsSheet::new(options, vec!["maths".into()]).unwrap();
+        let mut out = Vec::new();
+        let mut unranked = row();
+        unranked.rank = None;
+        unranked.percentile = None;
+        unranked.submitted_at = None;
+        sheet.record(&unranked, &mut out);
+        assert_eq!(out.len(), sheet.header().len());
+        assert_eq!(&out[2..7], ["", "", "0", "3", "0"]);
+        assert_eq!(out.last().unwrap(), "");
+        assert!(
+            ResultsSheet::new(
+                CsvOptions {
+                    delimiter: 'x',
+                    ..CsvOptions::default()
+                },
+                vec![]
+            )
+            .is_err()
+        );
+    }
+}

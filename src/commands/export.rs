@@ -1,0 +1,53 @@
+//! `export ...`: runs an export job's handler from the command line, against Postgres only, and
+//! prints what the job would record.
+
+use std::sync::Arc;
+
+use quizworker_jobs::export_jobs::{
+    CsvOptions, ExportReportPdf, ExportResultsCsv, ExportTestReportPdf,
+};
+
+use super::{connect_postgres, output};
+use crate::cli::ExportCommand;
+use crate::config::Config;
+use crate::export_files::ExportDir;
+use crate::handlers::exports;
+use crate::report_pdf::Fonts;
+
+pub async fn execute(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
+    let pg = connect_postgres(config).await?;
+    let quiet = |_percent: u8, _message: String| {};
+    let result = match command {
+        ExportCommand::ResultsCsv {
+            test_id,
+            out,
+            delimiter,
+            bom,
+            decimals,
+            exact_fractions,
+        } => {
+            let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
+            let job = ExportResultsCsv {
+                test_id,
+                options: CsvOptions {
+                    delimiter,
+                    bom,
+                    decimals,
+                    exact_fractions,
+                },
+            };
+            exports::results_csv(job, &pg, &dir, &quiet).await?
+        }
+        ExportCommand::ReportPdf { attempt_id, out } => {
+            let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
+            let fonts = Arc::new(Fonts::new(config.exports.fonts.clone()));
+            exports::report_pdf(ExportReportPdf { attempt_id }, &pg, &dir, &fonts).await?
+        }
+        ExportCommand::TestReportPdf { test_id, out } => {
+            let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
+            let fonts = Arc::new(Fonts::new(config.exports.fonts.clone()));
+            exports::test_report_pdf(ExportTestReportPdf { test_id }, &pg, &dir, &fonts).await?
+        }
+    };
+    output::print_json(&result)
+}
