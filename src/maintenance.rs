@@ -21,6 +21,10 @@ use crate::queue::RedisQueues;
 const LOCK_KEY: i64 = 0x7175_697a_776f_726b;
 /// Rows read or deleted per round trip.
 const PAGE: i64 = 1000;
+/// Pages that trimming (per queue) and pruning may take in one pass. A pass that had to catch up
+/// with everything at once could run for minutes on a slow database while the next pass waits;
+/// bounded, passes stay short and regular, and what is left goes in the next one.
+const PAGES_PER_PASS: usize = 50;
 /// A running job is stale when its attempt started this long after the queue's timeout: its
 /// handler has been stopped by then, wherever it ran.
 const STALE_MARGIN: Duration = Duration::from_secs(60);
@@ -134,10 +138,10 @@ async fn recover(
 /// that are finished (or gone from the journal); jobs waiting for a retry keep theirs.
 async fn trim(pg: &PgPool, redis: &RedisQueues, queue: Queue) -> anyhow::Result<u64> {
     let mut trimmed = 0;
-    loop {
+    for _ in 0..PAGES_PER_PASS {
         let acknowledged = redis.acknowledged(queue, PAGE as isize).await?;
         if acknowledged.is_empty() {
-            return Ok(trimmed);
+            break;
         }
         let unfinished: HashSet<String> = store::states(pg, &acknowledged)
             .await?
@@ -153,6 +157,7 @@ async fn trim(pg: &PgPool, redis: &RedisQueues, queue: Queue) -> anyhow::Result<
         redis.forget(queue, &acknowledged, &finished).await?;
         trimmed += finished.len() as u64;
     }
+    Ok(trimmed)
 }
 
 /// Deletes finished jobs past their retention, and what Redis still keeps of them.
@@ -163,10 +168,10 @@ async fn prune(config: &Config, pg: &PgPool, redis: &RedisQueues) -> anyhow::Res
         cancelled: config.maintenance.keep_cancelled,
     };
     let mut pruned = 0;
-    loop {
+    for _ in 0..PAGES_PER_PASS {
         let gone = store::prune(pg, keep, PAGE).await?;
         if gone.is_empty() {
-            return Ok(pruned);
+            break;
         }
         pruned += gone.len() as u64;
         for queue in Queue::ALL {
@@ -184,4 +189,5 @@ async fn prune(config: &Config, pg: &PgPool, redis: &RedisQueues) -> anyhow::Res
             }
         }
     }
+    Ok(pruned)
 }

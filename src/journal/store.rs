@@ -257,9 +257,11 @@ pub async fn prune(
     sqlx::query_as(
         "WITH doomed AS (
             SELECT id FROM jobs
-             WHERE (state = 'completed' AND finished_at < now() - $1::interval)
-                OR (state = 'failed' AND finished_at < now() - $2::interval)
-                OR (state = 'cancelled' AND finished_at < now() - $3::interval)
+             WHERE finished_at < now() - LEAST($1::interval, $2::interval, $3::interval)
+               AND ((state = 'completed' AND finished_at < now() - $1::interval)
+                 OR (state = 'failed' AND finished_at < now() - $2::interval)
+                 OR (state = 'cancelled' AND finished_at < now() - $3::interval))
+             ORDER BY finished_at
              LIMIT $4)
          DELETE FROM jobs j USING doomed d WHERE j.id = d.id
          RETURNING j.id, j.queue, j.idempotency_key",
