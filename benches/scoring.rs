@@ -33,31 +33,29 @@
 //! run's own database is created next to it), REDIS_URL=redis://127.0.0.1:6379.
 //!
 //! Prints a Markdown report on stdout and progress on stderr; exits non-zero if anything failed
-//! (the report then shows what was measured before the failure). Structure and helpers follow
-//! benches/throughput.rs.
+//! (the report then shows what was measured before the failure). Structure follows
+//! benches/throughput.rs; the helpers the benches share are in benches/common/mod.rs.
+
+mod common;
 
 use std::collections::HashMap;
 use std::fs;
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
+use std::ops::{Deref, DerefMut};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::Utc;
+use common::{
+    Daemon, Run, RunSpec, STALL_DEADLINE, command_line, env_or, mib, per_sec, percentile, time_at,
+};
 use quizworker_jobs::scoring::{
     Answer, Attempt, AttemptResult, PreparedTest, Response, ResponseState, TestDef,
 };
 use quizworker_jobs::scoring_jobs::ScoreAttempt;
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
-use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use tokio::time::MissedTickBehavior;
-
-const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 
 const TEST_ID: &str = "jee-adv-bench";
 /// The pure part scores every attempt at least this many times...
@@ -68,14 +66,6 @@ const PURE_MIN_TIME: Duration = Duration::from_secs(2);
 const STEP_SAMPLE: usize = 2000;
 /// Envelopes per pipeline when filling the backlog (an envelope is about 6 KB).
 const ENQUEUE_BATCH: usize = 500;
-/// How often the stored results are counted while the backlog drains.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// The daemon must log "quizworker ready" within this...
-const START_DEADLINE: Duration = Duration::from_secs(60);
-/// ...and exit within this after SIGTERM (its own shutdown timeout is 30 s).
-const STOP_DEADLINE: Duration = Duration::from_secs(60);
-/// Waiting for results fails once none has been stored for this long.
-const STALL_DEADLINE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let knobs = match Knobs::from_env() {
@@ -102,18 +92,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    for error in &errors {
-        report.note(format!("**FAILED**: {error}"));
-    }
-    println!("{}", report.render());
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for error in &errors {
-            eprintln!("bench: error: {error}");
-        }
-        ExitCode::FAILURE
-    }
+    let sections = report.sections();
+    common::finish(&mut report, &errors, &sections)
 }
 
 /// What the run is asked to do, from the environment.
@@ -131,31 +111,14 @@ impl Knobs {
             pure_attempts: env_or("BENCH_PURE_ATTEMPTS", 20_000)?,
             e2e_attempts: env_or("BENCH_E2E_ATTEMPTS", 20_000)?,
             concurrency: env_or("BENCH_SCORING_CONCURRENCY", 64)?,
-            database_url: env_or(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
-            )?,
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
+            database_url: common::database_url()?,
+            redis_url: common::redis_url()?,
         };
         ensure!(
             knobs.concurrency >= 1,
             "BENCH_SCORING_CONCURRENCY must be at least 1"
         );
         Ok(knobs)
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("{name}={text:?} is not valid: {e}")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
     }
 }
 
@@ -546,11 +509,15 @@ fn pure(workload: &Workload, n: usize, report: &mut Report) -> Result<()> {
     );
     report.figure(
         format!("{label}: best round"),
-        format!("{} ({:.2} µs each)", per_sec(best), 1e6 / best),
+        format!("{} ({:.2} µs each)", per_sec(best, "attempts"), 1e6 / best),
     );
     report.figure(
         format!("{label}: median round"),
-        format!("{} ({:.2} µs each)", per_sec(median), 1e6 / median),
+        format!(
+            "{} ({:.2} µs each)",
+            per_sec(median, "attempts"),
+            1e6 / median
+        ),
     );
 
     daemon_steps(workload, &attempts, report)
@@ -625,7 +592,7 @@ fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) 
         format!(
             "{:.1} µs (at most {} per core)",
             total * 1e6,
-            per_sec(1.0 / total)
+            per_sec(1.0 / total, "attempts")
         ),
     );
     report.figure(
@@ -686,8 +653,8 @@ async fn end_to_end(knobs: &Knobs, workload: &Workload, report: &mut Report) -> 
             if let Err(e) = result {
                 errors.push(format!("end to end: {e:#}"));
             }
-            bench.note_daemon_warnings(report);
-            if let Err(e) = bench.teardown(report).await {
+            bench.run.note_daemon_warnings(report);
+            if let Err(e) = bench.run.teardown(report).await {
                 errors.push(format!("cleanup: {e:#}"));
             }
         }
@@ -698,95 +665,33 @@ async fn end_to_end(knobs: &Knobs, workload: &Workload, report: &mut Report) -> 
 /// One end-to-end run: its own database, Redis prefix and config file.
 struct Bench<'k> {
     knobs: &'k Knobs,
-    /// The URL the run was given: the server's maintenance connection (CREATE/DROP DATABASE).
-    admin_url: String,
-    db_name: String,
-    /// `admin_url` pointing at the run's own database: what the daemon gets.
-    db_url: String,
-    pg: PgPool,
-    redis: MultiplexedConnection,
-    /// Every Redis key of the run starts with it.
-    prefix: String,
-    /// The Redis name of the scoring queue: the prefix, then `scoring`.
-    queue: String,
-    /// Holds the config file and the daemons' logs.
-    dir: tempfile::TempDir,
+    run: Run,
 }
 
 impl<'k> Bench<'k> {
-    /// Everything that can fail is done before CREATE DATABASE, so that a failed setup leaves
-    /// nothing behind.
     async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
-        let client = redis::Client::open(knobs.redis_url.as_str())
-            .with_context(|| format!("REDIS_URL {:?} is not a Redis URL", knobs.redis_url))?;
-        // redis-rs gives up on a reply after 500 ms by default; a pipeline of hundreds of
-        // scripts with 5 KB envelopes can take longer without anything being wrong.
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-        let mut redis = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {}", knobs.redis_url))?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut redis)
-            .await
-            .context("Redis INFO server")?;
-        let redis_version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        report.machine("Redis server (INFO redis_version)", redis_version);
-
-        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-        fs::write(dir.path().join("config.toml"), CONFIG_TOML)
-            .context("cannot write the config file")?;
-
-        let id = ulid::Ulid::new();
-        let db_name = format!("quizworker_bench_{}", id.to_string().to_lowercase());
-        let db_url = with_database(&knobs.database_url, &db_name)?;
-        // Lazy: it connects on first use, so it cannot fail after the database exists.
-        let pg = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_lazy(&db_url)
-            .context("DATABASE_URL is not a Postgres URL")?;
-
-        let mut admin = PgConnection::connect(&knobs.database_url)
-            .await
-            .with_context(|| format!("cannot connect to Postgres at {}", knobs.database_url))?;
-        let pg_version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&mut admin)
-            .await
-            .context("SHOW server_version")?;
-        report.machine("PostgreSQL (SHOW server_version)", pg_version);
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("CREATE DATABASE {db_name}"))?;
-        let _ = admin.close().await;
-        eprintln!("bench: database {db_name}, Redis prefix bench-{id}:");
-
-        let prefix = format!("bench-{id}:");
-        Ok(Bench {
-            knobs,
-            admin_url: knobs.database_url.clone(),
-            db_name,
-            db_url,
-            pg,
-            redis,
-            queue: format!("{prefix}scoring"),
-            prefix,
-            dir,
-        })
+        let spec = RunSpec {
+            tag: "bench",
+            queue: "scoring",
+            config_toml: CONFIG_TOML,
+            // The run's concurrency, over the shipped one in CONFIG_TOML.
+            env: vec![(
+                "QUIZWORKER_QUEUES__SCORING__CONCURRENCY",
+                knobs.concurrency.to_string(),
+            )],
+            check_autovacuum: false,
+            database_url: &knobs.database_url,
+            redis_url: &knobs.redis_url,
+        };
+        let run = Run::setup(spec, report).await?;
+        Ok(Bench { knobs, run })
     }
 
     async fn run(&self, workload: &Workload, report: &mut Report) -> Result<()> {
-        self.migrate()?;
+        self.run.migrate()?;
 
         eprintln!("bench: storing the test through one score.attempt job");
-        let mut daemon = self.start_daemon("first").await?;
+        let mut daemon = self.run.start_daemon("daemon-first").await?;
         let seed = ScoreAttempt {
             test: Some(workload.def.clone()),
             attempt: workload.attempt(0, "seed"),
@@ -814,27 +719,12 @@ impl<'k> Bench<'k> {
         self.verify(&seed_id, &expected, workload, report).await
     }
 
-    fn migrate(&self) -> Result<()> {
-        let output = self
-            .command()
-            .arg("migrate")
-            .output()
-            .context("cannot run quizworker migrate")?;
-        ensure!(
-            output.status.success(),
-            "quizworker migrate failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
-    }
-
     /// Enqueues one job through the protocol script; returns its id.
     async fn enqueue_one(&self, job: &ScoreAttempt) -> Result<String> {
         let envelope = Envelope::new(job, Utc::now())?;
-        let mut redis = self.redis.clone();
+        let mut redis = self.run.redis.clone();
         let (id, created): (String, i64) = redis::Script::new(ENQUEUE_SCRIPT)
-            .arg(&self.queue)
+            .arg(&self.run.queue)
             .arg(envelope.encode())
             .invoke_async(&mut redis)
             .await
@@ -851,7 +741,7 @@ impl<'k> Bench<'k> {
             let row: Option<(String, Option<String>)> =
                 sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.pg)
+                    .fetch_optional(&self.run.pg)
                     .await
                     .context("read the job's state")?;
             match row {
@@ -875,7 +765,7 @@ impl<'k> Bench<'k> {
     async fn enqueue_backlog(&self, attempts: Vec<Attempt>, report: &mut Report) -> Result<()> {
         let jobs = attempts.len();
         eprintln!("bench: enqueueing {jobs} score.attempt jobs");
-        let mut redis = self.redis.clone();
+        let mut redis = self.run.redis.clone();
         let sha = redis::Script::new(ENQUEUE_SCRIPT)
             .load_async(&mut redis)
             .await
@@ -897,7 +787,7 @@ impl<'k> Bench<'k> {
                 pipe.cmd("EVALSHA")
                     .arg(&sha)
                     .arg(0)
-                    .arg(&self.queue)
+                    .arg(&self.run.queue)
                     .arg(envelope);
                 n += 1;
             }
@@ -916,12 +806,12 @@ impl<'k> Bench<'k> {
             format!("Enqueue rate ({jobs} jobs, pipelined EVALSHA, {ENQUEUE_BATCH} a batch)"),
             format!(
                 "{} ({:.1} MB of envelopes)",
-                per_sec(jobs as f64 / secs),
+                per_sec(jobs as f64 / secs, "attempts"),
                 bytes as f64 / 1e6
             ),
         );
         let waiting: usize = redis::cmd("LLEN")
-            .arg(format!("{}:active", self.queue))
+            .arg(format!("{}:active", self.run.queue))
             .query_async(&mut redis)
             .await
             .context("LLEN of the active list")?;
@@ -939,11 +829,11 @@ impl<'k> Bench<'k> {
             "bench: draining the backlog, concurrency {}",
             self.knobs.concurrency
         );
-        let mut daemon = self.start_daemon("second").await?;
-        let cpu_before = CpuTimes::now(daemon.child.id(), &self.db_name);
+        let mut daemon = self.run.start_daemon("daemon-second").await?;
+        let cpu_before = CpuTimes::now(daemon.child.id(), &self.run.db_name);
         // The seed attempt's result is already there.
         let samples = self.sample_until_stored(&mut daemon, 1 + jobs).await?;
-        let cpu_after = CpuTimes::now(daemon.child.id(), &self.db_name);
+        let cpu_after = CpuTimes::now(daemon.child.id(), &self.run.db_name);
         let peak = daemon.status_kb("VmHWM")?;
         daemon.stop().await?;
 
@@ -960,7 +850,7 @@ impl<'k> Bench<'k> {
             ),
             format!(
                 "**{}** ({total_secs:.2} s)",
-                per_sec(jobs as f64 / total_secs)
+                per_sec(jobs as f64 / total_secs, "attempts")
             ),
         );
         let fifth = jobs / 5;
@@ -968,7 +858,7 @@ impl<'k> Bench<'k> {
             let last_secs = total_secs - time_at(&done, jobs - fifth);
             report.figure(
                 "Stored attempts/s, last 20% of the backlog",
-                per_sec(fifth as f64 / last_secs),
+                per_sec(fifth as f64 / last_secs, "attempts"),
             );
         }
         // A cross-check free of the sampling step and of startup: the journal's own times.
@@ -978,13 +868,13 @@ impl<'k> Bench<'k> {
               WHERE j.kind = 'score.attempt' AND j.id <> $1",
         )
         .bind(seed_id)
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("read the backlog's first start and last finish")?;
         if let Some(secs) = journal_secs.filter(|s| *s > 0.0) {
             report.figure(
                 "Stored attempts/s, whole backlog (journal: first start to last finish)",
-                format!("{} ({secs:.2} s)", per_sec(jobs as f64 / secs)),
+                format!("{} ({secs:.2} s)", per_sec(jobs as f64 / secs, "attempts")),
             );
         }
         if let Some(cores) = cpu_before.until(&cpu_after) {
@@ -1000,59 +890,36 @@ impl<'k> Bench<'k> {
         Ok(())
     }
 
-    /// Counts stored results every [`SAMPLE_EVERY`] from the daemon's ready line until `target`
-    /// are, and returns the samples: (seconds since ready, stored results). Fails early if a
+    /// Counts stored results until `target` are ([`common::sample_until`]); fails early if a
     /// job fails or waits for a retry.
     async fn sample_until_stored(
         &self,
         daemon: &mut Daemon,
         target: u64,
     ) -> Result<Vec<(f64, u64)>> {
-        let ready = daemon.ready_at;
-        let mut samples = vec![(0.0, self.stored().await?.0)];
-        let mut ticks = tokio::time::interval_at(
-            tokio::time::Instant::from_std(ready) + SAMPLE_EVERY,
-            SAMPLE_EVERY,
-        );
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_progress = Instant::now();
-        let mut last_report = Instant::now();
-        loop {
-            ticks.tick().await;
-            daemon.ensure_running()?;
-            // The time of the count is when the query starts: it sees the rows committed then.
-            let t = ready.elapsed().as_secs_f64();
-            let (stored, failing) = self.stored().await?;
-            if failing > 0 {
-                let error: Option<String> = sqlx::query_scalar(
-                    "SELECT last_error FROM jobs WHERE state IN ('failed', 'retrying') LIMIT 1",
-                )
-                .fetch_optional(&self.pg)
-                .await?
-                .flatten();
-                bail!(
-                    "{failing} jobs failed or wait for a retry; one: {}",
-                    error.unwrap_or_default()
-                );
-            }
-            let previous = samples.last().map_or(0, |&(_, c)| c);
-            samples.push((t, stored));
-            if stored >= target {
-                return Ok(samples);
-            }
-            if stored > previous {
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() > STALL_DEADLINE {
-                bail!(
-                    "no result stored for {STALL_DEADLINE:?}: {stored} of {target} are\n{}",
-                    daemon.log_tail()
-                );
-            }
-            if last_report.elapsed() >= Duration::from_secs(2) {
-                eprintln!("bench:   {stored} of {target} results stored after {t:.1} s");
-                last_report = Instant::now();
-            }
-        }
+        common::sample_until(
+            daemon,
+            target,
+            "result stored",
+            "results stored",
+            async || {
+                let (stored, failing) = self.stored().await?;
+                if failing > 0 {
+                    let error: Option<String> = sqlx::query_scalar(
+                        "SELECT last_error FROM jobs WHERE state IN ('failed', 'retrying') LIMIT 1",
+                    )
+                    .fetch_optional(&self.run.pg)
+                    .await?
+                    .flatten();
+                    bail!(
+                        "{failing} jobs failed or wait for a retry; one: {}",
+                        error.unwrap_or_default()
+                    );
+                }
+                Ok(stored)
+            },
+        )
+        .await
     }
 
     /// Stored results, and jobs the journal shows failed or waiting for a retry.
@@ -1061,7 +928,7 @@ impl<'k> Bench<'k> {
             "SELECT (SELECT count(*) FROM score_results),
                     (SELECT count(*) FROM jobs WHERE state IN ('failed', 'retrying'))",
         )
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("count stored results")?;
         Ok((stored as u64, failing as u64))
@@ -1090,7 +957,7 @@ impl<'k> Bench<'k> {
                         (SELECT count(*) FROM job_attempts WHERE outcome = 'completed')
                    FROM jobs WHERE kind = 'score.attempt'",
         )
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("count the jobs")?;
         let (ids, marks): (Vec<&str>, Vec<&str>) = expected
@@ -1111,7 +978,7 @@ impl<'k> Bench<'k> {
             .bind(&ids)
             .bind(&marks)
             .bind(TEST_ID)
-            .fetch_one(&self.pg)
+            .fetch_one(&self.run.pg)
             .await
             .context("count the stored results")?;
         // One row per attempt and section or topic.
@@ -1150,152 +1017,63 @@ impl<'k> Bench<'k> {
         );
         Ok(())
     }
+}
 
-    /// `quizworker` with this run's config, database, Redis prefix, concurrency and log level.
-    fn command(&self) -> Command {
-        let mut command = Command::new(BIN);
-        // Only this run's settings: none from the environment the bench was started in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QUIZWORKER_") {
-                command.env_remove(name);
+/// The common report, plus the workload's description.
+struct Report {
+    base: common::Report,
+    workload: Vec<String>,
+}
+
+impl Report {
+    fn new(knobs: &Knobs) -> Report {
+        let knobs = vec![
+            (
+                "BENCH_PURE_ATTEMPTS".into(),
+                knobs.pure_attempts.to_string(),
+            ),
+            ("BENCH_E2E_ATTEMPTS".into(), knobs.e2e_attempts.to_string()),
+            (
+                "BENCH_SCORING_CONCURRENCY".into(),
+                knobs.concurrency.to_string(),
+            ),
+        ];
+        Report {
+            base: common::Report::new("scoring", "bench", knobs),
+            workload: Vec::new(),
+        }
+    }
+
+    fn workload(&mut self, line: String) {
+        self.workload.push(line);
+    }
+
+    /// The workload's section of the report, for [`common::finish`].
+    fn sections(&self) -> String {
+        let mut workload = String::new();
+        if !self.workload.is_empty() {
+            workload.push_str("## Workload\n\n");
+            for line in &self.workload {
+                workload.push_str(&format!("- {line}\n"));
             }
+            workload.push('\n');
         }
-        command
-            .env("QUIZWORKER_CONFIG", self.dir.path().join("config.toml"))
-            .env("DATABASE_URL", &self.db_url)
-            .env("REDIS_URL", &self.knobs.redis_url)
-            .env("QUIZWORKER_REDIS__PREFIX", &self.prefix)
-            .env(
-                "QUIZWORKER_QUEUES__SCORING__CONCURRENCY",
-                self.knobs.concurrency.to_string(),
-            )
-            // Warnings, plus the daemon's own info lines: "quizworker ready" is one. This is
-            // also the daemon's default level, so per-job spans cost what they cost in production.
-            .env("RUST_LOG", "warn,quizworker=info");
-        command
+        workload
     }
+}
 
-    /// Starts `quizworker run --queues scoring` and returns once it has logged that it is ready.
-    async fn start_daemon(&self, name: &str) -> Result<Daemon> {
-        let log = self.dir.path().join(format!("daemon-{name}.log"));
-        let file = fs::File::create(&log).context("cannot create the daemon's log file")?;
-        let child = self
-            .command()
-            .args(["run", "--queues", "scoring"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("cannot start quizworker run")?;
-        let mut daemon = Daemon {
-            child,
-            log,
-            ready_at: Instant::now(),
-        };
-        let started = Instant::now();
-        while !daemon.log_text().contains("quizworker ready") {
-            daemon.ensure_running()?;
-            ensure!(
-                started.elapsed() < START_DEADLINE,
-                "the daemon did not get ready in {START_DEADLINE:?}:\n{}",
-                daemon.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        daemon.ready_at = Instant::now();
-        Ok(daemon)
+/// The common report's machine, figure and note calls, as on the throughput bench's.
+impl Deref for Report {
+    type Target = common::Report;
+
+    fn deref(&self) -> &common::Report {
+        &self.base
     }
+}
 
-    /// Warnings and errors the daemons logged: none are expected, but they do not fail the run.
-    fn note_daemon_warnings(&self, report: &mut Report) {
-        let Ok(entries) = fs::read_dir(self.dir.path()) else {
-            return;
-        };
-        let mut lines: Vec<String> = entries
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().starts_with("daemon-"))
-            .filter_map(|entry| fs::read_to_string(entry.path()).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if lines.is_empty() {
-            return;
-        }
-        let total = lines.len();
-        lines.truncate(5);
-        report.note(format!(
-            "the daemon logged {total} warning or error lines; the first: `{}`",
-            lines.join("` / `")
-        ));
-    }
-
-    /// Removes the database and the Redis keys; reports what it did.
-    async fn teardown(self, report: &mut Report) -> Result<()> {
-        self.pg.close().await;
-        // Both are attempted whatever becomes of the other.
-        let keys = self.delete_redis_keys().await;
-        let database = self.drop_database().await;
-        match (keys, database) {
-            (Ok(n), Ok(())) => {
-                report.note(format!(
-                    "cleanup: dropped database {}, unlinked {n} Redis keys {}*",
-                    self.db_name, self.prefix
-                ));
-                Ok(())
-            }
-            (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
-            (Err(keys), Err(database)) => Err(anyhow!("{keys:#}; {database:#}")),
-        }
-    }
-
-    async fn delete_redis_keys(&self) -> Result<u64> {
-        let mut redis = self.redis.clone();
-        let pattern = format!("{}*", self.prefix);
-        let mut cursor: u64 = 0;
-        let mut unlinked = 0;
-        loop {
-            // Deleting while scanning is fine: SCAN still returns every key that was there
-            // throughout.
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await
-                .context("SCAN the run's Redis keys")?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut redis)
-                    .await
-                    .context("UNLINK the run's Redis keys")?;
-                unlinked += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(unlinked);
-            }
-        }
-    }
-
-    async fn drop_database(&self) -> Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .context("cannot connect to Postgres to drop the database")?;
-        // FORCE (Postgres 13+) ends connections a killed daemon may have left behind.
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name);
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("DROP DATABASE {}", self.db_name))?;
-        let _ = admin.close().await;
-        Ok(())
+impl DerefMut for Report {
+    fn deref_mut(&mut self) -> &mut common::Report {
+        &mut self.base
     }
 }
 
@@ -1309,106 +1087,6 @@ timeout = "5m"
 max_attempts = 5
 backoff = { base = "2s", cap = "10m", jitter = 0.2 }
 "#;
-
-/// `url` with its database (the path) replaced by `database`. User, password, host and query
-/// options are kept as written, so a password is never decoded and re-encoded.
-fn with_database(url: &str, database: &str) -> Result<String> {
-    let authority = url
-        .find("://")
-        .map(|i| i + 3)
-        .with_context(|| format!("DATABASE_URL {url:?} is not a URL"))?;
-    let query = url[authority..]
-        .find('?')
-        .map_or(url.len(), |i| authority + i);
-    let path = url[authority..query]
-        .find('/')
-        .map_or(query, |i| authority + i);
-    Ok(format!("{}/{database}{}", &url[..path], &url[query..]))
-}
-
-/// A running `quizworker run`; killed if dropped before [`Daemon::stop`].
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    /// When the bench saw the "quizworker ready" line.
-    ready_at: Instant,
-}
-
-impl Daemon {
-    /// A field of /proc/<pid>/status given in kB, such as VmRSS or VmHWM.
-    fn status_kb(&self, field: &str) -> Result<u64> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
-            .with_context(|| format!("no {field} in kB in {path}"))
-    }
-
-    fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self
-            .child
-            .try_wait()
-            .context("cannot check on the daemon")?
-        {
-            bail!("the daemon exited ({status}):\n{}", self.log_tail());
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    async fn stop(mut self) -> Result<()> {
-        let pid = self.child.id().to_string();
-        // Through kill(1): std only sends SIGKILL, and one signal is not worth a dependency.
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("cannot run kill")?;
-        ensure!(status.success(), "kill -TERM {pid} failed");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self
-                .child
-                .try_wait()
-                .context("cannot wait for the daemon")?
-            {
-                ensure!(
-                    status.success(),
-                    "the daemon exited with {status} after SIGTERM:\n{}",
-                    self.log_tail()
-                );
-                return Ok(());
-            }
-            ensure!(
-                started.elapsed() < STOP_DEADLINE,
-                "the daemon did not exit within {STOP_DEADLINE:?} of SIGTERM:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last lines of the log, for error messages.
-    fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes and
 /// Redis, and by the whole machine, from /proc. Postgres' backends serving the run's database
@@ -1560,190 +1238,4 @@ fn clock_ticks_per_sec() -> f64 {
     command_line("getconf", &["CLK_TCK"])
         .parse()
         .unwrap_or(100.0)
-}
-
-/// Seconds at which `n` results were stored, interpolated between the two samples around it:
-/// the samples are 250 ms apart, too coarse to read a few seconds' run off them directly.
-fn time_at(samples: &[(f64, u64)], n: u64) -> f64 {
-    let Some(i) = samples.iter().position(|&(_, done)| done >= n) else {
-        // Callers only ask for counts up to the last sample's.
-        return samples.last().map_or(0.0, |&(t, _)| t);
-    };
-    if i == 0 {
-        return samples[0].0;
-    }
-    let (t0, d0) = samples[i - 1];
-    let (t1, d1) = samples[i];
-    t0 + (t1 - t0) * (n - d0) as f64 / (d1 - d0) as f64
-}
-
-/// Nearest-rank percentile of sorted values; `q` from 0 to 1.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn per_sec(rate: f64) -> String {
-    format!("{} attempts/s", thousands(rate.round() as u64))
-}
-
-fn mib(kb: u64) -> String {
-    format!("{:.1} MiB", kb as f64 / 1024.0)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The Markdown report, filled in as the run goes, so a failed run still shows what it measured.
-struct Report {
-    machine: Vec<(String, String)>,
-    knobs: Vec<(String, String)>,
-    workload: Vec<String>,
-    figures: Vec<(String, String)>,
-    notes: Vec<String>,
-}
-
-impl Report {
-    fn new(knobs: &Knobs) -> Report {
-        let mut report = Report {
-            machine: Vec::new(),
-            knobs: vec![
-                (
-                    "BENCH_PURE_ATTEMPTS".into(),
-                    knobs.pure_attempts.to_string(),
-                ),
-                ("BENCH_E2E_ATTEMPTS".into(), knobs.e2e_attempts.to_string()),
-                (
-                    "BENCH_SCORING_CONCURRENCY".into(),
-                    knobs.concurrency.to_string(),
-                ),
-            ],
-            workload: Vec::new(),
-            figures: Vec::new(),
-            notes: Vec::new(),
-        };
-        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-        report.machine("CPUs (nproc)", nproc.to_string());
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        report.machine(
-            "CPU",
-            proc_field(&cpuinfo, "model name").unwrap_or("unknown".into()),
-        );
-        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory = proc_field(&meminfo, "MemTotal")
-            .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or("unknown".into(), |kb| {
-                format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0)
-            });
-        report.machine("Memory", memory);
-        report.machine(
-            "redis-server --version",
-            command_line("redis-server", &["--version"]),
-        );
-        report.machine("Daemon source", daemon_source());
-        report
-    }
-
-    fn machine(&mut self, name: &str, value: String) {
-        self.machine.push((name.to_owned(), value));
-    }
-
-    fn workload(&mut self, line: String) {
-        self.workload.push(line);
-    }
-
-    fn figure(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let (name, value) = (name.into(), value.into());
-        eprintln!("bench: {name}: {value}");
-        self.figures.push((name, value));
-    }
-
-    fn note(&mut self, note: String) {
-        self.notes.push(note);
-    }
-
-    fn render(&self) -> String {
-        let table = |header: &str, rows: &[(String, String)]| {
-            let mut out = format!("| {header} | value |\n|---|---|\n");
-            for (name, value) in rows {
-                out.push_str(&format!("| {name} | {} |\n", value.replace('|', "\\|")));
-            }
-            out
-        };
-        let mut out = String::from("# quizworker scoring benchmark\n\n");
-        out.push_str(&format!("## Machine\n\n{}\n", table("item", &self.machine)));
-        out.push_str(&format!("## Knobs\n\n{}\n", table("knob", &self.knobs)));
-        if !self.workload.is_empty() {
-            out.push_str("## Workload\n\n");
-            for line in &self.workload {
-                out.push_str(&format!("- {line}\n"));
-            }
-            out.push('\n');
-        }
-        out.push_str(&format!("## Figures\n\n{}", table("figure", &self.figures)));
-        if !self.notes.is_empty() {
-            out.push('\n');
-            for note in &self.notes {
-                out.push_str(&format!("- {note}\n"));
-            }
-        }
-        out
-    }
-}
-
-/// The value of a `name : value` line of a /proc file.
-fn proc_field(text: &str, name: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key.trim() == name).then(|| value.trim().to_owned())
-    })
-}
-
-/// The first line a command prints, or why there is none.
-fn command_line(program: &str, args: &[&str]) -> String {
-    match Command::new(program).args(args).output() {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        Ok(output) => format!("{program} failed ({})", output.status),
-        Err(e) => format!("{program} not found ({e})"),
-    }
-}
-
-/// The commit the daemon was built from, and whether its sources had uncommitted changes.
-fn daemon_source() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let commit = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
-    let dirty = Command::new("git")
-        .args([
-            "-C",
-            dir,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "jobs",
-            "migrations",
-            "Cargo.lock",
-        ])
-        .output()
-        .map(|output| !output.stdout.is_empty())
-        .unwrap_or(false);
-    if dirty {
-        format!("git {commit}, with uncommitted changes in src/, jobs/ or migrations/")
-    } else {
-        format!("git {commit}")
-    }
 }

@@ -34,30 +34,28 @@
 //!
 //! Prints a Markdown report on stdout and progress on stderr; exits non-zero if anything failed,
 //! the daemon died, or fewer than 90% of the enqueued jobs had completed 30 s after the last
-//! enqueue (the report then shows what was measured before the failure). Structure and helpers
-//! follow benches/throughput.rs.
+//! enqueue (the report then shows what was measured before the failure). Structure follows
+//! benches/throughput.rs; the helpers the benches share are in benches/common/mod.rs.
+
+mod common;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
+use std::ops::{Deref, DerefMut};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use chrono::{DateTime, Utc};
+use common::{Daemon, Run, RunSpec, env_or, info_field, mib, per_sec, thousands};
 use quizworker_jobs::diag::Noop;
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
 use redis::aio::MultiplexedConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
-
-const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 
 /// The producer sends what is due every this often...
 const ENQUEUE_EVERY: Duration = Duration::from_millis(50);
@@ -78,10 +76,6 @@ const KEEP_COMPLETED: &str = "30s";
 /// pass can last for minutes: it ends once nothing is older than `keep_completed` (30 s), which
 /// after the last job takes up to that long and a page's work more.
 const PASS_DEADLINE: Duration = Duration::from_secs(60);
-/// The daemon must log "quizworker ready" within this...
-const START_DEADLINE: Duration = Duration::from_secs(60);
-/// ...and exit within this after SIGTERM (its own shutdown timeout is 30 s).
-const STOP_DEADLINE: Duration = Duration::from_secs(60);
 /// A request to the daemon's /metrics fails after this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,24 +102,14 @@ async fn main() -> ExitCode {
             if let Err(e) = result {
                 errors.push(format!("{e:#}"));
             }
-            bench.note_daemon_log(&mut report);
-            if let Err(e) = bench.teardown(&mut report).await {
+            bench.run.note_daemon_warnings(&mut report);
+            if let Err(e) = bench.run.teardown(&mut report).await {
                 errors.push(format!("cleanup: {e:#}"));
             }
         }
     }
-    for error in &errors {
-        report.note(format!("**FAILED**: {error}"));
-    }
-    println!("{}", report.render());
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for error in &errors {
-            eprintln!("soak: error: {error}");
-        }
-        ExitCode::FAILURE
-    }
+    let sections = report.sections();
+    common::finish(&mut report, &errors, &sections)
 }
 
 /// What the run is asked to do, from the environment.
@@ -143,11 +127,8 @@ impl Knobs {
             secs: env_or("SOAK_SECS", 600)?,
             rate: env_or("SOAK_RATE", 2000.0)?,
             sample_secs: env_or("SOAK_SAMPLE_SECS", 10)?,
-            database_url: env_or(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
-            )?,
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
+            database_url: common::database_url()?,
+            redis_url: common::redis_url()?,
         };
         // The verdict needs a sample after the warm-up minute.
         ensure!(
@@ -164,20 +145,6 @@ impl Knobs {
             "SOAK_SAMPLE_SECS must be at least 1"
         );
         Ok(knobs)
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("{name}={text:?} is not valid: {e}")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
     }
 }
 
@@ -215,102 +182,28 @@ struct Sample {
 /// One soak run: its own database, Redis prefix and config file.
 struct Bench<'k> {
     knobs: &'k Knobs,
-    /// The URL the run was given: the server's maintenance connection (CREATE/DROP DATABASE).
-    admin_url: String,
-    db_name: String,
-    /// `admin_url` pointing at the run's own database: what the daemon gets.
-    db_url: String,
-    pg: PgPool,
-    redis: MultiplexedConnection,
-    /// Every Redis key of the run starts with it.
-    prefix: String,
-    /// The Redis name of the default queue: the prefix, then `default`.
-    queue: String,
-    /// Holds the config file and the daemon's log.
-    dir: tempfile::TempDir,
+    run: Run,
 }
 
 impl<'k> Bench<'k> {
-    /// Everything that can fail is done before CREATE DATABASE, so that a failed setup leaves
-    /// nothing behind.
     async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
-        let client = redis::Client::open(knobs.redis_url.as_str())
-            .with_context(|| format!("REDIS_URL {:?} is not a Redis URL", knobs.redis_url))?;
-        // redis-rs gives up on a reply after 500 ms by default; a pipeline after a stall, or a
-        // SCAN, on a Redis busy with the daemon can take longer without anything being wrong.
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-        let mut redis = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {}", knobs.redis_url))?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut redis)
-            .await
-            .context("Redis INFO server")?;
-        let redis_version = info_field(&info, "redis_version").unwrap_or("unknown".into());
-        report.machine("Redis server (INFO redis_version)", redis_version);
-
-        let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-        fs::write(dir.path().join("config.toml"), config_toml())
-            .context("cannot write the config file")?;
-
-        let id = ulid::Ulid::new();
-        let db_name = format!("quizworker_soak_{}", id.to_string().to_lowercase());
-        let db_url = with_database(&knobs.database_url, &db_name)?;
-        // Lazy: it connects on first use, so it cannot fail after the database exists.
-        let pg = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_lazy(&db_url)
-            .context("DATABASE_URL is not a Postgres URL")?;
-
-        let mut admin = PgConnection::connect(&knobs.database_url)
-            .await
-            .with_context(|| format!("cannot connect to Postgres at {}", knobs.database_url))?;
-        let pg_version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&mut admin)
-            .await
-            .context("SHOW server_version")?;
-        report.machine("PostgreSQL (SHOW server_version)", pg_version);
-        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
-            .fetch_one(&mut admin)
-            .await
-            .context("SHOW autovacuum")?;
-        if autovacuum != "on" {
-            report.note(
-                "autovacuum is off on this Postgres server: the space of the journal rows \
-                 maintenance deletes is never made reusable, so the journal's size on disk grows \
-                 with every job even while its row count stays flat: read the journal's rows, not \
-                 its MiB."
-                    .into(),
-            );
-        }
-        report.machine("PostgreSQL autovacuum (SHOW autovacuum)", autovacuum);
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("CREATE DATABASE {db_name}"))?;
-        let _ = admin.close().await;
-        eprintln!("soak: database {db_name}, Redis prefix soak-{id}:");
-
-        let prefix = format!("soak-{id}:");
-        Ok(Bench {
-            knobs,
-            admin_url: knobs.database_url.clone(),
-            db_name,
-            db_url,
-            pg,
-            redis,
-            queue: format!("{prefix}default"),
-            prefix,
-            dir,
-        })
+        let spec = RunSpec {
+            tag: "soak",
+            queue: "default",
+            config_toml: &config_toml(),
+            env: Vec::new(),
+            // The journal's size on disk is one of the soak's figures.
+            check_autovacuum: true,
+            database_url: &knobs.database_url,
+            redis_url: &knobs.redis_url,
+        };
+        let run = Run::setup(spec, report).await?;
+        Ok(Bench { knobs, run })
     }
 
     async fn run(&self, report: &mut Report) -> Result<()> {
-        self.migrate()?;
-        let mut daemon = self.start_daemon().await?;
+        self.run.migrate()?;
+        let mut daemon = self.run.start_daemon("daemon").await?;
         let metrics = daemon.http_addr()?;
         let result = self.soak(&mut daemon, metrics, report).await;
         // Figures that need the daemon, whatever became of the soak.
@@ -341,21 +234,6 @@ impl<'k> Bench<'k> {
         Ok(false)
     }
 
-    fn migrate(&self) -> Result<()> {
-        let output = self
-            .command()
-            .arg("migrate")
-            .output()
-            .context("cannot run quizworker migrate")?;
-        ensure!(
-            output.status.success(),
-            "quizworker migrate failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
-    }
-
     /// The load, then the drain, sampling throughout; the samples go to the report as taken.
     async fn soak(
         &self,
@@ -365,7 +243,7 @@ impl<'k> Bench<'k> {
     ) -> Result<()> {
         let knobs = self.knobs;
         let sample_every = Duration::from_secs(knobs.sample_secs);
-        let mut redis = self.redis.clone();
+        let mut redis = self.run.redis.clone();
         let sha = redis::Script::new(ENQUEUE_SCRIPT)
             .load_async(&mut redis)
             .await
@@ -385,9 +263,9 @@ impl<'k> Bench<'k> {
         let start = Instant::now();
         report.load_started = Some(Utc::now());
         let mut producer = AbortOnDropHandle::new(tokio::spawn(produce(
-            self.redis.clone(),
+            self.run.redis.clone(),
             sha,
-            self.queue.clone(),
+            self.run.queue.clone(),
             knobs.rate,
             Duration::from_secs(knobs.secs),
             enqueued.clone(),
@@ -412,7 +290,7 @@ impl<'k> Bench<'k> {
             }
             let draining = load_secs.is_some();
             let data: u64 = redis::cmd("HLEN")
-                .arg(format!("{}:data", self.queue))
+                .arg(format!("{}:data", self.run.queue))
                 .query_async(&mut redis)
                 .await
                 .context("HLEN of the data hash")?;
@@ -467,7 +345,7 @@ impl<'k> Bench<'k> {
             format!(
                 "{} jobs in {load_secs:.1} s: {}",
                 thousands(enqueued),
-                per_sec(enqueued as f64 / load_secs)
+                per_sec(enqueued as f64 / load_secs, "jobs")
             ),
         );
         let samples = report.samples.clone();
@@ -537,7 +415,7 @@ impl<'k> Bench<'k> {
         let t = start.elapsed().as_secs_f64();
         let rss_kb = daemon.status_kb("VmRSS")?;
         let completed = completed_jobs(metrics).await?;
-        let mut redis = self.redis.clone();
+        let mut redis = self.run.redis.clone();
         let info: String = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut redis)
@@ -548,20 +426,20 @@ impl<'k> Bench<'k> {
             .context("no used_memory in INFO memory")?;
         let (data, done, active): (u64, u64, u64) = redis::pipe()
             .cmd("HLEN")
-            .arg(format!("{}:data", self.queue))
+            .arg(format!("{}:data", self.run.queue))
             .cmd("SCARD")
-            .arg(format!("{}:done", self.queue))
+            .arg(format!("{}:done", self.run.queue))
             .cmd("LLEN")
-            .arg(format!("{}:active", self.queue))
+            .arg(format!("{}:active", self.run.queue))
             .query_async(&mut redis)
             .await
             .context("HLEN, SCARD and LLEN of the queue's keys")?;
-        let run_keys = self.run_keys().await?;
+        let run_keys = self.run.count_keys().await?;
         let (journal_jobs, journal_attempts, journal_bytes): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_attempts),
                     pg_total_relation_size('jobs') + pg_total_relation_size('job_attempts')",
         )
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("count the journal's rows")?;
         Ok(Sample {
@@ -583,30 +461,6 @@ impl<'k> Bench<'k> {
         })
     }
 
-    /// How many keys start with the run's prefix.
-    async fn run_keys(&self) -> Result<u64> {
-        let mut redis = self.redis.clone();
-        let pattern = format!("{}*", self.prefix);
-        let mut cursor: u64 = 0;
-        let mut n = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await
-                .context("SCAN the run's Redis keys")?;
-            n += keys.len() as u64;
-            cursor = next;
-            if cursor == 0 {
-                return Ok(n);
-            }
-        }
-    }
-
     /// With the daemon stopped: what the journal still holds plus what maintenance says it
     /// pruned should be every completed job. A figure, not a check: a pass cut short by the
     /// shutdown (`between_passes` false) deletes rows without logging them.
@@ -625,14 +479,14 @@ impl<'k> Bench<'k> {
         let (rows, completed_rows): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE state = 'completed') FROM jobs",
         )
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("count the journal's jobs")?;
         let (dead, live): (i64, i64) = sqlx::query_as(
             "SELECT coalesce(sum(n_dead_tup), 0)::int8, coalesce(sum(n_live_tup), 0)::int8
                FROM pg_stat_user_tables WHERE relname IN ('jobs', 'job_attempts')",
         )
-        .fetch_one(&self.pg)
+        .fetch_one(&self.run.pg)
         .await
         .context("read pg_stat_user_tables")?;
         report.figure(
@@ -690,137 +544,6 @@ impl<'k> Bench<'k> {
                 }
             ),
         );
-        Ok(())
-    }
-
-    /// `quizworker` with this run's config, database, Redis prefix and log level.
-    fn command(&self) -> Command {
-        let mut command = Command::new(BIN);
-        // Only this run's settings: none from the environment the bench was started in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QUIZWORKER_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("QUIZWORKER_CONFIG", self.dir.path().join("config.toml"))
-            .env("DATABASE_URL", &self.db_url)
-            .env("REDIS_URL", &self.knobs.redis_url)
-            .env("QUIZWORKER_REDIS__PREFIX", &self.prefix)
-            // Warnings, plus the daemon's own info lines: "quizworker ready", "http listening"
-            // and "maintenance done" are. This is also the daemon's default level.
-            .env("RUST_LOG", "warn,quizworker=info");
-        command
-    }
-
-    /// Starts `quizworker run --queues default` and returns once it has logged that it is ready.
-    async fn start_daemon(&self) -> Result<Daemon> {
-        let log = self.dir.path().join("daemon.log");
-        let file = fs::File::create(&log).context("cannot create the daemon's log file")?;
-        let child = self
-            .command()
-            .args(["run", "--queues", "default"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("cannot start quizworker run")?;
-        let mut daemon = Daemon { child, log };
-        let started = Instant::now();
-        while !daemon.log_text().contains("quizworker ready") {
-            daemon.ensure_running()?;
-            ensure!(
-                started.elapsed() < START_DEADLINE,
-                "the daemon did not get ready in {START_DEADLINE:?}:\n{}",
-                daemon.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(daemon)
-    }
-
-    /// Warnings and errors the daemon logged: none are expected, but they do not fail the run.
-    fn note_daemon_log(&self, report: &mut Report) {
-        let Ok(text) = fs::read_to_string(self.dir.path().join("daemon.log")) else {
-            return;
-        };
-        let mut lines: Vec<&str> = text
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .collect();
-        if lines.is_empty() {
-            return;
-        }
-        let total = lines.len();
-        lines.truncate(5);
-        report.note(format!(
-            "the daemon logged {total} warning or error lines; the first: `{}`",
-            lines.join("` / `")
-        ));
-    }
-
-    /// Removes the database and the Redis keys; reports what it did.
-    async fn teardown(self, report: &mut Report) -> Result<()> {
-        self.pg.close().await;
-        // Both are attempted whatever becomes of the other.
-        let keys = self.delete_redis_keys().await;
-        let database = self.drop_database().await;
-        match (keys, database) {
-            (Ok(n), Ok(())) => {
-                report.note(format!(
-                    "cleanup: dropped database {}, unlinked {n} Redis keys {}*",
-                    self.db_name, self.prefix
-                ));
-                Ok(())
-            }
-            (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
-            (Err(keys), Err(database)) => Err(anyhow!("{keys:#}; {database:#}")),
-        }
-    }
-
-    async fn delete_redis_keys(&self) -> Result<u64> {
-        let mut redis = self.redis.clone();
-        let pattern = format!("{}*", self.prefix);
-        let mut cursor: u64 = 0;
-        let mut unlinked = 0;
-        loop {
-            // Deleting while scanning is fine: SCAN still returns every key that was there
-            // throughout.
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await
-                .context("SCAN the run's Redis keys")?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut redis)
-                    .await
-                    .context("UNLINK the run's Redis keys")?;
-                unlinked += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(unlinked);
-            }
-        }
-    }
-
-    async fn drop_database(&self) -> Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .context("cannot connect to Postgres to drop the database")?;
-        // FORCE (Postgres 13+) ends connections a killed daemon may have left behind.
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name);
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("DROP DATABASE {}", self.db_name))?;
-        let _ = admin.close().await;
         Ok(())
     }
 }
@@ -974,40 +697,8 @@ backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
     )
 }
 
-/// `url` with its database (the path) replaced by `database`. User, password, host and query
-/// options are kept as written, so a password is never decoded and re-encoded.
-fn with_database(url: &str, database: &str) -> Result<String> {
-    let authority = url
-        .find("://")
-        .map(|i| i + 3)
-        .with_context(|| format!("DATABASE_URL {url:?} is not a URL"))?;
-    let query = url[authority..]
-        .find('?')
-        .map_or(url.len(), |i| authority + i);
-    let path = url[authority..query]
-        .find('/')
-        .map_or(query, |i| authority + i);
-    Ok(format!("{}/{database}{}", &url[..path], &url[query..]))
-}
-
-/// A running `quizworker run`; killed if dropped before [`Daemon::stop`].
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
+/// What only the soak reads off the daemon.
 impl Daemon {
-    /// A field of /proc/<pid>/status given in kB, such as VmRSS or VmHWM.
-    fn status_kb(&self, field: &str) -> Result<u64> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
-            .with_context(|| format!("no {field} in kB in {path}"))
-    }
-
     /// Where the health and metrics server listens, from the log line "http listening
     /// addr=...", which comes before the ready line.
     fn http_addr(&self) -> Result<SocketAddr> {
@@ -1023,69 +714,6 @@ impl Daemon {
                     .ok()
             })
             .with_context(|| format!("no \"http listening addr=\" line:\n{}", self.log_tail()))
-    }
-
-    fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self
-            .child
-            .try_wait()
-            .context("cannot check on the daemon")?
-        {
-            bail!("the daemon exited ({status}):\n{}", self.log_tail());
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    async fn stop(&mut self) -> Result<()> {
-        let pid = self.child.id().to_string();
-        // Through kill(1): std only sends SIGKILL, and one signal is not worth a dependency.
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("cannot run kill")?;
-        ensure!(status.success(), "kill -TERM {pid} failed");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self
-                .child
-                .try_wait()
-                .context("cannot wait for the daemon")?
-            {
-                ensure!(
-                    status.success(),
-                    "the daemon exited with {status} after SIGTERM:\n{}",
-                    self.log_tail()
-                );
-                return Ok(());
-            }
-            ensure!(
-                started.elapsed() < STOP_DEADLINE,
-                "the daemon did not exit within {STOP_DEADLINE:?} of SIGTERM:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last lines of the log, for error messages.
-    fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -1197,93 +825,39 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn per_sec(rate: f64) -> String {
-    format!("{} jobs/s", thousands(rate.round() as u64))
-}
-
-fn mib(kb: u64) -> String {
-    format!("{:.1} MiB", kb as f64 / 1024.0)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The Markdown report, filled in as the run goes, so a failed run still shows what it measured.
+/// The common report, plus the samples.
 struct Report {
-    machine: Vec<(String, String)>,
-    knobs: Vec<(String, String)>,
-    figures: Vec<(String, String)>,
+    base: common::Report,
     samples: Vec<Sample>,
     /// When the load began, by the wall clock (the daemon's log lines carry its time).
     load_started: Option<DateTime<Utc>>,
-    notes: Vec<String>,
 }
 
 impl Report {
     fn new(knobs: &Knobs) -> Report {
-        let mut report = Report {
-            machine: Vec::new(),
-            knobs: vec![
-                ("SOAK_SECS".into(), format!("{} s", knobs.secs)),
-                ("SOAK_RATE".into(), format!("{} jobs/s", knobs.rate)),
-                (
-                    "SOAK_SAMPLE_SECS".into(),
-                    format!("{} s", knobs.sample_secs),
+        let knobs = vec![
+            ("SOAK_SECS".into(), format!("{} s", knobs.secs)),
+            ("SOAK_RATE".into(), format!("{} jobs/s", knobs.rate)),
+            (
+                "SOAK_SAMPLE_SECS".into(),
+                format!("{} s", knobs.sample_secs),
+            ),
+            (
+                "daemon config (temp file)".into(),
+                format!(
+                    "maintenance.interval = {MAINTENANCE_INTERVAL}, \
+                     maintenance.keep_completed = {KEEP_COMPLETED}, default queue as shipped \
+                     (concurrency 1000)"
                 ),
-                (
-                    "daemon config (temp file)".into(),
-                    format!(
-                        "maintenance.interval = {MAINTENANCE_INTERVAL}, \
-                         maintenance.keep_completed = {KEEP_COMPLETED}, default queue as shipped \
-                         (concurrency 1000)"
-                    ),
-                ),
-            ],
-            figures: Vec::new(),
+            ),
+        ];
+        let mut base = common::Report::new("soak", "soak", knobs);
+        base.machine("Load average at the start (/proc/loadavg)", load_average());
+        Report {
+            base,
             samples: Vec::new(),
             load_started: None,
-            notes: Vec::new(),
-        };
-        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-        report.machine("CPUs (nproc)", nproc.to_string());
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        report.machine(
-            "CPU",
-            proc_field(&cpuinfo, "model name").unwrap_or("unknown".into()),
-        );
-        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory = proc_field(&meminfo, "MemTotal")
-            .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or("unknown".into(), |kb| {
-                format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0)
-            });
-        report.machine("Memory", memory);
-        report.machine(
-            "redis-server --version",
-            command_line("redis-server", &["--version"]),
-        );
-        report.machine("Daemon source", daemon_source());
-        report.machine("Load average at the start (/proc/loadavg)", load_average());
-        report
-    }
-
-    fn machine(&mut self, name: &str, value: String) {
-        self.machine.push((name.to_owned(), value));
-    }
-
-    fn figure(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let (name, value) = (name.into(), value.into());
-        eprintln!("soak: {name}: {value}");
-        self.figures.push((name, value));
+        }
     }
 
     fn sample(&mut self, sample: Sample) {
@@ -1302,30 +876,9 @@ impl Report {
         })
     }
 
-    fn note(&mut self, note: String) {
-        self.notes.push(note);
-    }
-
-    fn render(&self) -> String {
-        let table = |header: &str, rows: &[(String, String)]| {
-            let mut out = format!("| {header} | value |\n|---|---|\n");
-            for (name, value) in rows {
-                out.push_str(&format!("| {name} | {} |\n", value.replace('|', "\\|")));
-            }
-            out
-        };
-        let mut out = String::from("# quizworker soak benchmark\n\n");
-        out.push_str(&format!("## Machine\n\n{}\n", table("item", &self.machine)));
-        out.push_str(&format!("## Knobs\n\n{}\n", table("knob", &self.knobs)));
-        out.push_str(&format!("## Samples\n\n{}\n", self.samples_table()));
-        out.push_str(&format!("## Figures\n\n{}", table("figure", &self.figures)));
-        if !self.notes.is_empty() {
-            out.push('\n');
-            for note in &self.notes {
-                out.push_str(&format!("- {note}\n"));
-            }
-        }
-        out
+    /// The samples' section of the report, for [`common::finish`].
+    fn sections(&self) -> String {
+        format!("## Samples\n\n{}\n", self.samples_table())
     }
 
     fn samples_table(&self) -> String {
@@ -1371,12 +924,19 @@ impl Report {
     }
 }
 
-/// The value of a `name : value` line of a /proc file.
-fn proc_field(text: &str, name: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key.trim() == name).then(|| value.trim().to_owned())
-    })
+/// The common report's machine, figure and note calls, as on the throughput bench's.
+impl Deref for Report {
+    type Target = common::Report;
+
+    fn deref(&self) -> &common::Report {
+        &self.base
+    }
+}
+
+impl DerefMut for Report {
+    fn deref_mut(&mut self) -> &mut common::Report {
+        &mut self.base
+    }
 }
 
 /// The 1, 5 and 15 minute load averages.
@@ -1390,52 +950,5 @@ fn load_average() -> String {
         )
     } else {
         "unknown".into()
-    }
-}
-
-/// The value of a `name:value` line of Redis' INFO.
-fn info_field(info: &str, name: &str) -> Option<String> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(|value| value.trim().to_owned())
-}
-
-/// The first line a command prints, or why there is none.
-fn command_line(program: &str, args: &[&str]) -> String {
-    match Command::new(program).args(args).output() {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        Ok(output) => format!("{program} failed ({})", output.status),
-        Err(e) => format!("{program} not found ({e})"),
-    }
-}
-
-/// The commit the daemon was built from, and whether its sources had uncommitted changes.
-fn daemon_source() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let commit = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]);
-    let dirty = Command::new("git")
-        .args([
-            "-C",
-            dir,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "jobs",
-            "migrations",
-            "Cargo.lock",
-        ])
-        .output()
-        .map(|output| !output.stdout.is_empty())
-        .unwrap_or(false);
-    if dirty {
-        format!("git {commit}, with uncommitted changes in src/, jobs/ or migrations/")
-    } else {
-        format!("git {commit}")
     }
 }
