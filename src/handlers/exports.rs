@@ -105,25 +105,19 @@ pub async fn report_pdf(
             ))
         })?;
     let test_id = data.result.test_id.to_string();
-    let (fonts, dir, attempt_id) = (fonts.clone(), exports.clone(), job.attempt_id.clone());
-    // Layout, font lookups and compression are CPU work: off the async threads.
-    let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
-        let card = ReportCard {
-            result: &data.result,
-            test: data.test.as_ref(),
-            candidate_id: data.candidate_id.as_deref(),
-            rank: data.rank,
-            percentile: data.percentile.as_deref(),
-            submitted_at: data.submitted_at,
-        };
-        let pdf = report_pdf::report_card(&card, &fonts);
-        let mut file = dir.create("report", &attempt_id, "pdf")?;
-        file.write_all(&pdf.bytes)?;
-        Ok((file.commit()?, pdf.pages, pdf.warnings))
-    })
-    .await
-    .map_err(|e| JobError::Transient(format!("the PDF writer panicked: {e}")))?;
-    let (file, pages, warnings) = written.map_err(|e| file_error(exports, e))?;
+    let (file, pages, warnings) =
+        write_pdf(exports, fonts, "report", &job.attempt_id, move |fonts| {
+            let card = ReportCard {
+                result: &data.result,
+                test: data.test.as_ref(),
+                candidate_id: data.candidate_id.as_deref(),
+                rank: data.rank,
+                percentile: data.percentile.as_deref(),
+                submitted_at: data.submitted_at,
+            };
+            report_pdf::report_card(&card, fonts)
+        })
+        .await?;
     Ok(json!({
         "attempt_id": job.attempt_id,
         "test_id": test_id,
@@ -151,16 +145,11 @@ pub async fn test_report_pdf(
                 job.test_id
             ))
         })?;
-    let (fonts, dir, test_id) = (fonts.clone(), exports.clone(), job.test_id.clone());
-    let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
-        let pdf = report_pdf::test_report(&stats, test.as_ref(), &fonts);
-        let mut file = dir.create("test-report", &test_id, "pdf")?;
-        file.write_all(&pdf.bytes)?;
-        Ok((file.commit()?, pdf.pages, pdf.warnings))
-    })
-    .await
-    .map_err(|e| JobError::Transient(format!("the PDF writer panicked: {e}")))?;
-    let (file, pages, warnings) = written.map_err(|e| file_error(exports, e))?;
+    let (file, pages, warnings) =
+        write_pdf(exports, fonts, "test-report", &job.test_id, move |fonts| {
+            report_pdf::test_report(&stats, test.as_ref(), fonts)
+        })
+        .await?;
     Ok(json!({
         "test_id": job.test_id,
         "format": "pdf",
@@ -171,6 +160,27 @@ pub async fn test_report_pdf(
         "sha256": file.sha256,
         "warnings": warnings,
     }))
+}
+
+/// Renders a PDF and writes it atomically into the export directory as `{kind}-{label}-….pdf`.
+/// Layout, font lookups and compression are CPU work: off the async threads.
+async fn write_pdf(
+    exports: &ExportDir,
+    fonts: &Arc<Fonts>,
+    kind: &'static str,
+    label: &str,
+    render: impl FnOnce(&Fonts) -> report_pdf::Pdf + Send + 'static,
+) -> Result<(WrittenFile, usize, Vec<String>), JobError> {
+    let (fonts, dir, label) = (fonts.clone(), exports.clone(), label.to_owned());
+    let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let pdf = render(&fonts);
+        let mut file = dir.create(kind, &label, "pdf")?;
+        file.write_all(&pdf.bytes)?;
+        Ok((file.commit()?, pdf.pages, pdf.warnings))
+    })
+    .await
+    .map_err(|e| JobError::Transient(format!("the PDF writer panicked: {e}")))?;
+    written.map_err(|e| file_error(exports, e))
 }
 
 /// The blocking half of a CSV export: RFC 4180 records (quoted only where needed, CRLF line
