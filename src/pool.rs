@@ -73,6 +73,8 @@ async fn handle(
 /// get better by itself: the process exits non-zero and systemd starts it afresh.
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// apalis-redis' error when a worker acknowledges a job it does not hold (handle_results.lua).
+const DOUBLE_ACK: &str = "task not executed by worker";
 
 /// What the pool's tasks share.
 struct Shared {
@@ -265,7 +267,13 @@ async fn supervise(
         };
         crate::metrics::worker_died(queue);
         let now = Instant::now();
-        deaths.push_back(now);
+        // apalis kills a worker that acknowledges a job twice. That happens only when one job
+        // was delivered twice, which a Redis that lost its data and the jobs put back after it
+        // can cause; the journal already kept the second delivery from running. A worker dying
+        // of it says nothing about whether the next one can work, so it is not counted.
+        if !reason.contains(DOUBLE_ACK) {
+            deaths.push_back(now);
+        }
         while deaths.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
             deaths.pop_front();
         }
