@@ -55,7 +55,7 @@ use quizworker_jobs::scoring::{
 };
 use quizworker_jobs::scoring_jobs::ScoreAttempt;
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TEST_ID: &str = "jee-adv-bench";
 /// The pure part scores every attempt at least this many times...
@@ -524,7 +524,8 @@ fn pure(workload: &Workload, n: usize, report: &mut Report) -> Result<()> {
 }
 
 /// The daemon's other CPU work for one `score.attempt` job without the test
-/// (src/handlers/scoring.rs), each step timed alone on a sample of the attempts. Postgres' and
+/// (src/handlers/scoring.rs), each step timed alone on a sample of the attempts, and the work
+/// done once per test. Postgres' and
 /// Redis' own work, the journal and the runtime are not in these figures.
 fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) -> Result<()> {
     eprintln!("bench: pure scoring: the daemon's other steps");
@@ -550,6 +551,7 @@ fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) 
 
     let mut steps = StepTimer {
         report: &mut *report,
+        label: "Daemon CPU per job, one core",
         calls: sample.len(),
         total: 0.0,
     };
@@ -558,31 +560,15 @@ fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) 
         black_box(envelope.payload_as::<ScoreAttempt>()?);
         Ok(())
     })?;
-    steps.time("read the stored test (JSON text to `TestDef`)", |_| {
-        let value: Value = serde_json::from_slice(black_box(&definition))?;
-        black_box(serde_json::from_value::<TestDef>(value)?);
-        Ok(())
-    })?;
-    steps.time(
-        "`PreparedTest::new` (with a clone of the `TestDef`)",
-        |_| {
-            let test =
-                PreparedTest::new(black_box(&workload.def).clone()).map_err(|e| anyhow!("{e}"))?;
-            black_box(test);
-            Ok(())
-        },
-    )?;
     steps.time("`PreparedTest::score`", |i| {
         drop(black_box(workload.prepared.score(black_box(&sample[i]))));
         Ok(())
     })?;
     steps.time(
-        "attempt and result to JSON values, then text (the jsonb parameters)",
+        "attempt and result to JSON text (the stored documents)",
         |i| {
-            let attempt = serde_json::to_value(black_box(&sample[i]))?;
-            let result = serde_json::to_value(black_box(&results[i]))?;
-            black_box(serde_json::to_vec(&attempt)?);
-            black_box(serde_json::to_vec(&result)?);
+            black_box(serde_json::to_string(black_box(&sample[i]))?);
+            black_box(serde_json::to_string(black_box(&results[i]))?);
             Ok(())
         },
     )?;
@@ -595,6 +581,26 @@ fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) 
             per_sec(1.0 / total, "attempts")
         ),
     );
+    // Once per test and key version: the daemon keeps prepared tests (src/prepared_tests.rs).
+    let mut once = StepTimer {
+        report: &mut *report,
+        label: "Daemon CPU once per test and key version, one core",
+        calls: sample.len().min(200),
+        total: 0.0,
+    };
+    once.time("read the stored test (JSON text to `TestDef`)", |_| {
+        black_box(serde_json::from_slice::<TestDef>(black_box(&definition))?);
+        Ok(())
+    })?;
+    once.time(
+        "`PreparedTest::new` (with a clone of the `TestDef`)",
+        |_| {
+            let test =
+                PreparedTest::new(black_box(&workload.def).clone()).map_err(|e| anyhow!("{e}"))?;
+            black_box(test);
+            Ok(())
+        },
+    )?;
     report.figure(
         "Sizes: envelope, stored test definition, result JSON (first attempt)",
         format!(
@@ -610,6 +616,8 @@ fn daemon_steps(workload: &Workload, attempts: &[Attempt], report: &mut Report) 
 /// Times steps of the daemon's work one by one, and reports each.
 struct StepTimer<'r> {
     report: &'r mut Report,
+    /// What the figures are, before each step's name.
+    label: &'static str,
     /// Calls of a step per pass: `i` goes from 0 to this.
     calls: usize,
     /// Seconds per call of every step timed so far.
@@ -629,7 +637,7 @@ impl StepTimer<'_> {
         }
         self.total += best;
         self.report.figure(
-            format!("Daemon CPU per job, one core: {name}"),
+            format!("{}: {name}", self.label),
             format!("{:.1} µs", best * 1e6),
         );
         Ok(())
@@ -973,7 +981,7 @@ impl<'k> Bench<'k> {
                            JOIN score_results r ON r.attempt_id = e.attempt_id
                                                AND r.marks = e.marks AND r.test_id = $3
                                                AND r.key_version = 1),
-                        (SELECT count(*) FROM score_candidate_contributions)",
+                        (SELECT count(*) FROM score_attempt_contributions, unnest(names))",
             )
             .bind(&ids)
             .bind(&marks)
@@ -981,7 +989,7 @@ impl<'k> Bench<'k> {
             .fetch_one(&self.run.pg)
             .await
             .context("count the stored results")?;
-        // One row per attempt and section or topic.
+        // One entry per attempt and section or topic.
         let scopes =
             (workload.prepared.section_ids().len() + workload.prepared.topics().len()) as i64;
         report.figure(
@@ -996,7 +1004,7 @@ impl<'k> Bench<'k> {
             "Results check",
             format!(
                 "{results} results, {attempts_stored} attempts stored; {matching} of {} \
-                 backlog results with the pure scorer's marks; {contributions} statistics rows \
+                 backlog results with the pure scorer's marks; {contributions} statistics entries \
                  ({} expected)",
                 expected.len(),
                 total * scopes

@@ -16,6 +16,12 @@ pub enum StoreError {
     KeyVersionTaken { test_id: String, key_version: u32 },
     #[error("stored data does not read back: {0}")]
     Corrupt(String),
+    /// A batch of results could not be written (the score writer shares one error among the
+    /// jobs of the batch).
+    #[error("the batch of results could not be written: {0}")]
+    BatchFailed(String),
+    #[error("the score writer has stopped")]
+    WriterStopped,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -68,65 +74,131 @@ pub async fn load_test(
         .transpose()
 }
 
-/// One attempt with its fresh result, to be stored.
-pub struct Scored<'a> {
-    pub attempt: &'a Value,
-    pub submitted_at: Option<DateTime<Utc>>,
-    pub result: &'a AttemptResult,
+/// The newest stored key version of a test, if the test is stored at all.
+pub async fn newest_key_version(pg: &PgPool, test_id: &str) -> Result<Option<u32>, StoreError> {
+    let newest: Option<i32> =
+        sqlx::query_scalar("SELECT max(key_version) FROM score_tests WHERE test_id = $1")
+            .bind(test_id)
+            .fetch_one(pg)
+            .await?;
+    newest
+        .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("key version {v}"))))
+        .transpose()
+}
+
+/// One attempt with its fresh result, ready to store. Built by the job that scored it, so the
+/// JSON is written on that job's thread, not on the writer's.
+#[derive(Debug)]
+pub struct ScoreRow {
+    attempt_id: String,
+    test_id: String,
+    candidate_id: Option<String>,
+    /// The attempt as JSON text, as it is stored for rescoring.
+    attempt: String,
+    submitted_at: Option<DateTime<Utc>>,
+    key_version: i64,
+    marks: String,
+    max_marks: String,
+    provisional: bool,
+    result: String,
+    /// What the attempt adds to its candidate's statistics: (scope, name, seen, judged, correct).
+    contributions: Vec<(&'static str, String, i32, i32, i32)>,
+}
+
+impl ScoreRow {
+    pub fn new(
+        attempt: String,
+        submitted_at: Option<DateTime<Utc>>,
+        result: &AttemptResult,
+    ) -> Result<ScoreRow, StoreError> {
+        let mut contributions = Vec::new();
+        if result.candidate_id.is_some() {
+            let sections = result
+                .sections
+                .iter()
+                .map(|x| ("section", &*x.id, &x.summary));
+            let topics = result
+                .topics
+                .iter()
+                .map(|x| ("topic", &*x.topic, &x.summary));
+            for (scope, name, summary) in sections.chain(topics) {
+                let counts = &summary.counts;
+                contributions.push((
+                    scope,
+                    name.to_owned(),
+                    counts.questions() as i32,
+                    counts.judged() as i32,
+                    counts.correct as i32,
+                ));
+            }
+        }
+        Ok(ScoreRow {
+            attempt_id: result.attempt_id.clone(),
+            test_id: result.test_id.to_string(),
+            candidate_id: result.candidate_id.clone(),
+            attempt,
+            submitted_at,
+            key_version: i64::from(result.key_version),
+            marks: result.total.marks.to_string(),
+            max_marks: result.total.max_marks.to_string(),
+            provisional: result.provisional,
+            result: serde_json::to_string(result)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            contributions,
+        })
+    }
+
+    pub fn attempt_id(&self) -> &str {
+        &self.attempt_id
+    }
 }
 
 /// Stores attempts and their results, replacing earlier results of the same attempts, and the
 /// candidates' statistics with them. One transaction, a few statements whatever the count.
-pub async fn save_scores(pg: &PgPool, scored: &[Scored<'_>]) -> Result<(), StoreError> {
-    if scored.is_empty() {
+///
+/// An upsert cannot touch one row twice, so an attempt that appears again in `rows` is written
+/// in a later round of the same transaction: the last one wins. Rows are written in attempt id
+/// order, so two batches sharing attempts lock them in the same order and cannot deadlock.
+pub async fn save_scores(pg: &PgPool, rows: &[ScoreRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let n = scored.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut tests = Vec::with_capacity(n);
-    let mut candidates = Vec::with_capacity(n);
-    let mut attempts = Vec::with_capacity(n);
-    let mut submitted = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut marks = Vec::with_capacity(n);
-    let mut max_marks = Vec::with_capacity(n);
-    let mut provisional = Vec::with_capacity(n);
-    let mut results = Vec::with_capacity(n);
-    // Contributions: one row per attempt and section or topic.
-    let (mut c_attempt, mut c_candidate, mut c_scope, mut c_name) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut c_seen, mut c_judged, mut c_correct) = (vec![], vec![], vec![]);
-    for s in scored {
-        let r = s.result;
-        ids.push(r.attempt_id.as_str());
-        tests.push(&*r.test_id);
-        candidates.push(r.candidate_id.as_deref());
-        attempts.push(s.attempt);
-        submitted.push(s.submitted_at);
-        versions.push(i64::from(r.key_version));
-        marks.push(r.total.marks.to_string());
-        max_marks.push(r.total.max_marks.to_string());
-        provisional.push(r.provisional);
-        results.push(serde_json::to_value(r).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        if let Some(candidate) = r.candidate_id.as_deref() {
-            let sections = r.sections.iter().map(|x| ("section", &*x.id, &x.summary));
-            let topics = r.topics.iter().map(|x| ("topic", &*x.topic, &x.summary));
-            for (scope, name, summary) in sections.chain(topics) {
-                c_attempt.push(r.attempt_id.as_str());
-                c_candidate.push(candidate);
-                c_scope.push(scope);
-                c_name.push(name);
-                c_seen.push(summary.counts.questions() as i32);
-                c_judged.push(summary.counts.judged() as i32);
-                c_correct.push(summary.counts.correct as i32);
-            }
-        }
-    }
-
+    let mut pending: Vec<&ScoreRow> = rows.iter().collect();
     let mut tx = pg.begin().await?;
+    // The daemon's connections plan every statement afresh (for the journal: see
+    // `commands::connect_postgres`). Here that would re-plan the foreign-key check of each
+    // result and statistics row, 19 per attempt: measured, a quarter of Postgres' time on
+    // these writes. Their lookups are by primary key, which a cached plan serves well.
+    sqlx::query("SET LOCAL plan_cache_mode = auto")
+        .execute(&mut *tx)
+        .await?;
+    while !pending.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (mut round, later): (Vec<&ScoreRow>, Vec<&ScoreRow>) = pending
+            .into_iter()
+            .partition(|row| seen.insert(row.attempt_id.as_str()));
+        round.sort_unstable_by(|a, b| a.attempt_id.cmp(&b.attempt_id));
+        write_round(&mut tx, &round).await?;
+        pending = later;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn write_round(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[&ScoreRow],
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.attempt_id.as_str()).collect();
+    let tests: Vec<&str> = rows.iter().map(|r| r.test_id.as_str()).collect();
+    let candidates: Vec<Option<&str>> = rows.iter().map(|r| r.candidate_id.as_deref()).collect();
+    let attempts: Vec<&str> = rows.iter().map(|r| r.attempt.as_str()).collect();
+    let submitted: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.submitted_at).collect();
     sqlx::query(
         "INSERT INTO score_attempts (attempt_id, test_id, candidate_id, attempt, submitted_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+         SELECT id, test, candidate, attempt::json, submitted
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+             AS t(id, test, candidate, attempt, submitted)
          ON CONFLICT (attempt_id) DO UPDATE
             SET test_id = EXCLUDED.test_id, candidate_id = EXCLUDED.candidate_id,
                 attempt = EXCLUDED.attempt,
@@ -138,13 +210,21 @@ pub async fn save_scores(pg: &PgPool, scored: &[Scored<'_>]) -> Result<(), Store
     .bind(&candidates)
     .bind(&attempts)
     .bind(&submitted)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
+
+    let versions: Vec<i64> = rows.iter().map(|r| r.key_version).collect();
+    let marks: Vec<&str> = rows.iter().map(|r| r.marks.as_str()).collect();
+    let max_marks: Vec<&str> = rows.iter().map(|r| r.max_marks.as_str()).collect();
+    let provisional: Vec<bool> = rows.iter().map(|r| r.provisional).collect();
+    let results: Vec<&str> = rows.iter().map(|r| r.result.as_str()).collect();
     sqlx::query(
         "INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
                                     max_marks, provisional, result)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-                              $6::text[], $7::bool[], $8::jsonb[])
+         SELECT id, test, candidate, version, marks, max_marks, provisional, result::json
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                       $6::text[], $7::bool[], $8::text[])
+             AS t(id, test, candidate, version, marks, max_marks, provisional, result)
          ON CONFLICT (attempt_id) DO UPDATE
             SET test_id = EXCLUDED.test_id, candidate_id = EXCLUDED.candidate_id,
                 key_version = EXCLUDED.key_version, marks = EXCLUDED.marks,
@@ -160,17 +240,51 @@ pub async fn save_scores(pg: &PgPool, scored: &[Scored<'_>]) -> Result<(), Store
     .bind(&max_marks)
     .bind(&provisional)
     .bind(&results)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    sqlx::query("DELETE FROM score_candidate_contributions WHERE attempt_id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+
+    // Statistics: one row per attempt with a candidate, its lists built here from flat arrays
+    // (arrays of arrays cannot be bound), replacing the attempt's old row.
+    let (mut c_attempt, mut c_candidate, mut c_scope, mut c_name) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut c_seen, mut c_judged, mut c_correct) = (vec![], vec![], vec![]);
+    let mut without = Vec::new();
+    for row in rows {
+        match row.candidate_id.as_deref() {
+            Some(candidate) if !row.contributions.is_empty() => {
+                for (scope, name, seen, judged, correct) in &row.contributions {
+                    c_attempt.push(row.attempt_id.as_str());
+                    c_candidate.push(candidate);
+                    c_scope.push(*scope);
+                    c_name.push(name.as_str());
+                    c_seen.push(*seen);
+                    c_judged.push(*judged);
+                    c_correct.push(*correct);
+                }
+            }
+            _ => without.push(row.attempt_id.as_str()),
+        }
+    }
+    if !without.is_empty() {
+        sqlx::query("DELETE FROM score_attempt_contributions WHERE attempt_id = ANY($1)")
+            .bind(&without)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query(
-        "INSERT INTO score_candidate_contributions
-                (attempt_id, candidate_id, scope, name, seen, judged, correct)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[],
-                              $6::int4[], $7::int4[])",
+        "INSERT INTO score_attempt_contributions
+                (attempt_id, candidate_id, scopes, names, seen, judged, correct)
+         SELECT attempt_id, min(candidate_id), array_agg(scope ORDER BY n),
+                array_agg(name ORDER BY n), array_agg(seen ORDER BY n),
+                array_agg(judged ORDER BY n), array_agg(correct ORDER BY n)
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
+                       $7::int4[]) WITH ORDINALITY
+             AS t(attempt_id, candidate_id, scope, name, seen, judged, correct, n)
+          GROUP BY attempt_id
+         ON CONFLICT (attempt_id) DO UPDATE
+            SET candidate_id = EXCLUDED.candidate_id, scopes = EXCLUDED.scopes,
+                names = EXCLUDED.names, seen = EXCLUDED.seen, judged = EXCLUDED.judged,
+                correct = EXCLUDED.correct",
     )
     .bind(&c_attempt)
     .bind(&c_candidate)
@@ -179,9 +293,8 @@ pub async fn save_scores(pg: &PgPool, scored: &[Scored<'_>]) -> Result<(), Store
     .bind(&c_seen)
     .bind(&c_judged)
     .bind(&c_correct)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -189,7 +302,8 @@ pub async fn save_scores(pg: &PgPool, scored: &[Scored<'_>]) -> Result<(), Store
 #[derive(sqlx::FromRow)]
 pub struct StoredAttempt {
     pub attempt_id: String,
-    pub attempt: Value,
+    /// The attempt's JSON text.
+    pub attempt: String,
     pub submitted_at: Option<DateTime<Utc>>,
 }
 
@@ -210,7 +324,7 @@ pub async fn attempts_page(
     limit: i64,
 ) -> Result<Vec<StoredAttempt>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT attempt_id, attempt, submitted_at FROM score_attempts
+        "SELECT attempt_id, attempt::text AS attempt, submitted_at FROM score_attempts
           WHERE test_id = $1 AND attempt_id > $2 ORDER BY attempt_id LIMIT $3",
     )
     .bind(test_id)

@@ -124,6 +124,113 @@ async fn a_bad_attempt_fails_at_once_naming_every_problem(pool: PgPool) {
     let id = env.enqueue("score.attempt", &unknown.to_string(), &[]);
     let error = env.wait_for_state(&id, "failed").await.last_error.unwrap();
     assert!(error.contains("unknown test `nope`"), "{error}");
+
+    // A test that does not hold together fails the job and is not stored for later attempts.
+    let mut broken = test_v1();
+    broken["test_id"] = json!("t-broken");
+    broken["sections"][0]["questions"][0]["answer"] = json!("Z");
+    let payload = json!({"test": broken, "attempt": {"attempt_id": "a-y", "responses": []}});
+    let id = env.enqueue("score.attempt", &payload.to_string(), &[]);
+    let job = env.wait_for_state(&id, "failed").await;
+    assert_eq!(job.attempts, 1, "a broken test is not retried");
+    assert!(job.last_error.unwrap().contains("q1"));
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM score_tests WHERE test_id = 't-broken'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "a broken test is never stored");
+}
+
+/// Attempt `i` of a batch: all right (3), q1 right and q2 wrong (2/3), none answered (0), or
+/// all wrong (-1), by `i % 4`.
+fn batch_attempt(i: usize) -> (Value, &'static str) {
+    let (answers, marks): (&[(&str, &str)], _) = match i % 4 {
+        0 => (&[("q1", "A"), ("q2", "B"), ("q3", "C")], "3"),
+        1 => (&[("q1", "A"), ("q2", "C")], "2/3"),
+        2 => (&[], "0"),
+        _ => (&[("q1", "D"), ("q2", "D"), ("q3", "D")], "-1"),
+    };
+    (
+        attempt(&format!("m-{i:03}"), &format!("c-{}", i % 7), answers),
+        marks,
+    )
+}
+
+#[sqlx::test]
+async fn attempts_scored_together_are_each_stored_once_with_their_marks(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let test = serde_json::from_value(test_v1()).unwrap();
+    quizworker::scoring_store::store_test(&env.pool, &test)
+        .await
+        .unwrap();
+    // Waiting when the daemon starts, the jobs run side by side and their results are written
+    // in shared batches; every tenth attempt is sent twice, as a redelivery would.
+    let producer = env.producer().await;
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let (attempt, marks) = batch_attempt(i);
+        let job: quizworker_jobs::scoring_jobs::ScoreAttempt =
+            serde_json::from_value(json!({"attempt": attempt})).unwrap();
+        for _ in 0..if i % 10 == 0 { 2 } else { 1 } {
+            producer.push(&job).await.unwrap();
+        }
+        expected.push((format!("m-{i:03}"), marks.to_owned()));
+    }
+    let _daemon = env.spawn_daemon(&[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (done, other): (i64, Vec<String>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'completed'),
+                    coalesce(array_agg(state || ': ' || coalesce(last_error, ''))
+                        FILTER (WHERE state NOT IN ('completed', 'queued', 'running')), '{}')
+               FROM jobs",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            other,
+            Vec::<String>::new(),
+            "every job completes at its first attempt"
+        );
+        if done == 330 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{done} of 330 jobs completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT attempt_id, marks FROM score_results ORDER BY attempt_id")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, expected);
+    // One section and two topics per attempt, however often it was scored.
+    let contributions: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT attempt_id, count(*) FROM score_attempt_contributions, unnest(names)
+          GROUP BY attempt_id HAVING count(*) <> 3",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(contributions, []);
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT questions_seen FROM score_candidate_statistics
+          WHERE candidate_id = 'c-0' AND scope = 'section'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        43 * 3,
+        "c-0 made attempts 0, 7, ..., 294, each counted once"
+    );
 }
 
 /// a: 1/3, b: 3, c: 2, d: 2, e: 0 under key 1.
@@ -178,6 +285,12 @@ async fn a_revised_key_rescores_every_attempt(pool: PgPool) {
             "attempt {attempt}"
         );
     }
+    // A new attempt that only names the test is scored against the newest key, though the
+    // daemon prepared key version 1 for the attempts before (q2 "C": -1/3 under key 1).
+    let late = json!({"attempt": attempt("f", "c-f", &[("q2", "C")])}).to_string();
+    let late = env.enqueue("score.attempt", &late, &[]);
+    env.wait_for_state(&late, "completed").await;
+    assert_eq!(result_marks(&env, "f").await, ("1".to_owned(), 2));
     // The same key again changes nothing.
     let again = env.enqueue(
         "score.rescore_test",
@@ -280,4 +393,89 @@ fn the_offline_scorer_prints_the_result_or_every_problem() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("q7") && stderr.contains("q1"), "{stderr}");
+}
+
+#[sqlx::test]
+async fn a_batch_that_holds_an_attempt_twice_keeps_the_later_one(pool: PgPool) {
+    use quizworker::scoring_store::{ScoreRow, save_scores, store_test};
+    use quizworker_jobs::scoring::{Attempt, PreparedTest, TestDef};
+
+    let env = TestEnv::new(pool).await;
+    let test = PreparedTest::new(serde_json::from_value::<TestDef>(test_v1()).unwrap()).unwrap();
+    store_test(&env.pool, test.definition()).await.unwrap();
+    let row = |value: Value| {
+        let attempt: Attempt = serde_json::from_value(value.clone()).unwrap();
+        ScoreRow::new(value.to_string(), None, &test.score(&attempt).unwrap()).unwrap()
+    };
+    let rows = [
+        row(attempt("x", "cand-x", &[("q1", "D")])),
+        row(attempt("y", "cand-y", &[("q1", "A")])),
+        row(attempt("x", "cand-x", &[("q1", "A"), ("q2", "B")])),
+    ];
+    save_scores(&env.pool, &rows).await.unwrap();
+
+    assert_eq!(result_marks(&env, "x").await.0, "2");
+    assert_eq!(result_marks(&env, "y").await.0, "1");
+    let judged: i64 = sqlx::query_scalar(
+        "SELECT judged FROM score_candidate_statistics
+          WHERE candidate_id = 'cand-x' AND scope = 'section'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(judged, 2, "only the later scoring of x counts");
+}
+
+/// Statistics written before they became one row per attempt (migration 5) read the same after.
+#[sqlx::test(migrations = false)]
+async fn statistics_stored_before_the_upgrade_read_the_same_after(pool: PgPool) {
+    let all = sqlx::migrate!("./migrations");
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = all.migrations[..4].to_vec().into();
+    before.run(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO score_attempts (attempt_id, test_id, candidate_id, attempt)
+         VALUES ('a', 't', 'c-1', '{}'), ('b', 't', 'c-1', '{}'), ('c', 't', 'c-2', '{}');
+         INSERT INTO score_candidate_contributions
+                (attempt_id, candidate_id, scope, name, seen, judged, correct)
+         VALUES ('a', 'c-1', 'section', 'maths', 3, 3, 1), ('a', 'c-1', 'topic', 'algebra', 2, 2, 1),
+                ('b', 'c-1', 'section', 'maths', 3, 2, 2), ('b', 'c-1', 'topic', 'algebra', 2, 1, 1),
+                ('c', 'c-2', 'section', 'maths', 3, 0, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let read = || async {
+        sqlx::query_as::<_, (String, String, String, i64, i64, i64, i64, Option<String>)>(
+            "SELECT candidate_id, scope, name, attempts, questions_seen, judged, correct,
+                    accuracy_percent::text
+               FROM score_candidate_statistics ORDER BY candidate_id, scope, name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let old = read().await;
+    all.run(&pool).await.unwrap();
+    assert_eq!(read().await, old);
+    let row = |c: &str, s: &str, n: &str, a, q, j, k, p: Option<&str>| {
+        (
+            c.into(),
+            s.into(),
+            n.into(),
+            a,
+            q,
+            j,
+            k,
+            p.map(String::from),
+        )
+    };
+    assert_eq!(
+        old,
+        [
+            row("c-1", "section", "maths", 2, 6, 5, 3, Some("60.00")),
+            row("c-1", "topic", "algebra", 2, 4, 3, 2, Some("66.67")),
+            row("c-2", "section", "maths", 1, 3, 0, 0, None),
+        ]
+    );
 }

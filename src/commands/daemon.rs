@@ -52,6 +52,8 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         redis.clone(),
     ));
     let services = Services {
+        tests: Default::default(),
+        scores: crate::score_writer::ScoreWriter::spawn(pg.clone()),
         pg,
         exports: config.exports.clone(),
         fonts: Arc::new(crate::report_pdf::Fonts::new(config.exports.fonts.clone())),

@@ -18,7 +18,9 @@ use sqlx::PgPool;
 use crate::config::ExportsConfig;
 use crate::export_files::ExportDir;
 use crate::journal::Journal;
+use crate::prepared_tests::PreparedTests;
 use crate::report_pdf::Fonts;
+use crate::score_writer::ScoreWriter;
 
 /// How an attempt failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +95,10 @@ pub struct Services {
     pub exports: ExportsConfig,
     /// `exports.fonts`, read on the first PDF and kept.
     pub fonts: std::sync::Arc<Fonts>,
+    /// Tests the scoring jobs have prepared, kept between jobs.
+    pub tests: PreparedTests,
+    /// Stores `score.attempt` results in batches.
+    pub scores: ScoreWriter,
 }
 
 /// Runs the handler of the envelope's kind.
@@ -106,9 +112,9 @@ pub async fn dispatch(
         Noop::KIND => diag::noop(envelope.payload_as()?).await,
         Sleep::KIND => diag::sleep(envelope.payload_as()?, ctx).await,
         Fail::KIND => diag::fail(envelope.payload_as()?, ctx).await,
-        ScoreAttempt::KIND => scoring::score_attempt(envelope.payload_as()?, pg).await,
-        RescoreTest::KIND => scoring::rescore_test(envelope.payload_as()?, ctx, pg).await,
-        FinalizeTest::KIND => scoring::finalize_test(envelope.payload_as()?, ctx, pg).await,
+        ScoreAttempt::KIND => scoring::score_attempt(envelope.payload_as()?, services).await,
+        RescoreTest::KIND => scoring::rescore_test(envelope.payload_as()?, ctx, services).await,
+        FinalizeTest::KIND => scoring::finalize_test(envelope.payload_as()?, ctx, services).await,
         ExportResultsCsv::KIND => {
             let dir = ExportDir::new(&services.exports.directory);
             let progress = |percent: u8, message: String| ctx.progress(percent, message);

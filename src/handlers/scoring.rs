@@ -1,13 +1,13 @@
-//! Handlers of the `score.*` jobs: the pure scoring of `quizworker_jobs::scoring`, stored by
-//! `scoring_store`.
+//! Handlers of the `score.*` jobs: the pure scoring of `quizworker_jobs::scoring`, with tests
+//! from `prepared_tests` and results stored by `score_writer` (one attempt) or `scoring_store`
+//! (pages of a test's attempts).
 
-use quizworker_jobs::scoring::{PreparedTest, TestAnalytics, TestDef};
+use quizworker_jobs::scoring::{Attempt, TestAnalytics};
 use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
-use super::{JobContext, JobError};
-use crate::scoring_store::{self, Scored, StoreError};
+use super::{JobContext, JobError, Services};
+use crate::scoring_store::{self, ScoreRow, StoreError};
 
 /// Attempts read, scored and written per round trip by a rescore or a finalization.
 const PAGE: i64 = 500;
@@ -18,43 +18,36 @@ impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::KeyVersionTaken { .. } => JobError::Permanent(e.to_string()),
-            StoreError::Corrupt(_) | StoreError::Database(_) => {
-                JobError::Transient(format!("scoring store: {e}"))
-            }
+            StoreError::Corrupt(_)
+            | StoreError::Database(_)
+            | StoreError::BatchFailed(_)
+            | StoreError::WriterStopped => JobError::Transient(format!("scoring store: {e}")),
         }
     }
 }
 
-pub async fn score_attempt(job: ScoreAttempt, pg: &PgPool) -> Result<Value, JobError> {
+pub async fn score_attempt(job: ScoreAttempt, services: &Services) -> Result<Value, JobError> {
+    let pg = &services.pg;
     let test = match job.test {
-        Some(test) => {
-            scoring_store::store_test(pg, &test).await?;
-            test
-        }
+        Some(test) => services.tests.sent(pg, test).await?,
         None => {
             let Some(test_id) = job.attempt.test_id.as_deref() else {
                 return Err(JobError::Permanent(
                     "score.attempt needs `test`, or `attempt.test_id` naming a stored test".into(),
                 ));
             };
-            stored_test(pg, test_id, None).await?
+            services.tests.stored(pg, test_id, None).await?
         }
     };
-    let test = prepare(test)?;
     let result = test
         .score(&job.attempt)
         .map_err(|e| JobError::Permanent(e.to_string()))?;
-    let attempt = serde_json::to_value(&job.attempt)
+    let attempt = serde_json::to_string(&job.attempt)
         .map_err(|e| JobError::Permanent(format!("the attempt does not serialize: {e}")))?;
-    scoring_store::save_scores(
-        pg,
-        &[Scored {
-            attempt: &attempt,
-            submitted_at: job.submitted_at,
-            result: &result,
-        }],
-    )
-    .await?;
+    services
+        .scores
+        .save(ScoreRow::new(attempt, job.submitted_at, &result)?)
+        .await?;
     Ok(json!({
         "attempt_id": result.attempt_id,
         "test_id": &*result.test_id,
@@ -68,21 +61,18 @@ pub async fn score_attempt(job: ScoreAttempt, pg: &PgPool) -> Result<Value, JobE
 pub async fn rescore_test(
     job: RescoreTest,
     ctx: &JobContext,
-    pg: &PgPool,
+    services: &Services,
 ) -> Result<Value, JobError> {
+    let pg = &services.pg;
     let test = match (job.test, job.test_id) {
-        (Some(test), _) => {
-            scoring_store::store_test(pg, &test).await?;
-            test
-        }
-        (None, Some(test_id)) => stored_test(pg, &test_id, job.key_version).await?,
+        (Some(test), _) => services.tests.sent(pg, test).await?,
+        (None, Some(test_id)) => services.tests.stored(pg, &test_id, job.key_version).await?,
         (None, None) => {
             return Err(JobError::Permanent(
                 "score.rescore_test needs `test` (the revised test) or `test_id`".into(),
             ));
         }
     };
-    let test = prepare(test)?;
     let test_id = test.test_id().to_owned();
     let total = scoring_store::count_attempts(pg, &test_id).await?;
     let (mut done, mut failed) = (0i64, Vec::new());
@@ -91,26 +81,20 @@ pub async fn rescore_test(
         let page = scoring_store::attempts_page(pg, &test_id, &after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.attempt_id.clone();
-        let mut results = Vec::with_capacity(page.len());
-        for stored in &page {
-            let scored = serde_json::from_value(stored.attempt.clone())
+        done += page.len() as i64;
+        let mut rows = Vec::with_capacity(page.len());
+        for stored in page {
+            let scored = serde_json::from_str::<Attempt>(&stored.attempt)
                 .map_err(|e| e.to_string())
                 .and_then(|attempt| test.score(&attempt).map_err(|e| e.to_string()));
             match scored {
-                Ok(result) => results.push((stored, result)),
+                Ok(result) => {
+                    rows.push(ScoreRow::new(stored.attempt, stored.submitted_at, &result)?)
+                }
                 Err(e) => failed.push(format!("{}: {e}", stored.attempt_id)),
             }
         }
-        let scored: Vec<Scored> = results
-            .iter()
-            .map(|(stored, result)| Scored {
-                attempt: &stored.attempt,
-                submitted_at: stored.submitted_at,
-                result,
-            })
-            .collect();
-        scoring_store::save_scores(pg, &scored).await?;
-        done += page.len() as i64;
+        scoring_store::save_scores(pg, &rows).await?;
         ctx.progress(
             percent(done, total),
             format!("rescored {done} of {total} attempts"),
@@ -134,9 +118,10 @@ pub async fn rescore_test(
 pub async fn finalize_test(
     job: FinalizeTest,
     ctx: &JobContext,
-    pg: &PgPool,
+    services: &Services,
 ) -> Result<Value, JobError> {
-    let test = prepare(stored_test(pg, &job.test_id, None).await?)?;
+    let pg = &services.pg;
+    let test = services.tests.stored(pg, &job.test_id, None).await?;
     let total = scoring_store::count_attempts(pg, &job.test_id).await?;
     let mut analytics = TestAnalytics::new(&test);
     let (mut read, mut problems) = (0i64, Vec::new());
@@ -191,25 +176,6 @@ pub async fn finalize_test(
         "key_version": test.key_version(),
         "candidates": finalized.standings.len(),
     }))
-}
-
-async fn stored_test(
-    pg: &PgPool,
-    test_id: &str,
-    key_version: Option<u32>,
-) -> Result<TestDef, JobError> {
-    scoring_store::load_test(pg, test_id, key_version)
-        .await?
-        .ok_or_else(|| {
-            JobError::Permanent(match key_version {
-                Some(v) => format!("test `{test_id}` has no stored key version {v}"),
-                None => format!("unknown test `{test_id}`: send the test with the attempt"),
-            })
-        })
-}
-
-fn prepare(test: TestDef) -> Result<PreparedTest, JobError> {
-    PreparedTest::new(test).map_err(|e| JobError::Permanent(e.to_string()))
 }
 
 fn percent(done: i64, total: i64) -> u8 {

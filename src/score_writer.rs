@@ -1,0 +1,98 @@
+//! The score writer: one task that stores the results of concurrent `score.attempt` jobs in
+//! batches, as the journal writer does for job states. Stored one transaction per job, a result
+//! cost Postgres more than everything else the job did; batched, the statements and the commit
+//! are shared by every job that finished scoring meanwhile. A job waits for its own result to
+//! be committed before it completes.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::scoring_store::{self, ScoreRow, StoreError};
+
+/// Results written in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Batches written at once: while one waits for its commit the next fills.
+const CONCURRENT_BATCHES: usize = 2;
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// A handle to the writer; clone it freely. The task ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct ScoreWriter {
+    tx: mpsc::Sender<(ScoreRow, Reply)>,
+}
+
+impl ScoreWriter {
+    pub fn spawn(pg: PgPool) -> ScoreWriter {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
+        tokio::spawn(run(pg, rx));
+        ScoreWriter { tx }
+    }
+
+    /// Stores one scored attempt; returns once it is committed. A Postgres error comes back to
+    /// the job (which retries with backoff): the writer itself never waits out an outage.
+    pub async fn save(&self, row: ScoreRow) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((row, reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+async fn run(pg: PgPool, mut rx: mpsc::Receiver<(ScoreRow, Reply)>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    let mut writes = JoinSet::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Under load the next batch fills while earlier ones are written, so no timer is needed to
+    // gather rows, and a lone row is written at once.
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let pg = pg.clone();
+        let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        writes.spawn(async move {
+            write(&pg, items).await;
+            drop(slot);
+        });
+        while writes.try_join_next().is_some() {}
+    }
+    while writes.join_next().await.is_some() {}
+}
+
+/// Writes a batch and answers each job. When Postgres refuses the batch itself (not the
+/// connection), each row is written alone, so one bad row fails only its own job.
+async fn write(pg: &PgPool, items: Vec<(ScoreRow, Reply)>) {
+    let (rows, replies): (Vec<ScoreRow>, Vec<Reply>) = items.into_iter().unzip();
+    match scoring_store::save_scores(pg, &rows).await {
+        Ok(()) => {
+            for reply in replies {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(StoreError::Database(sqlx::Error::Database(e))) if rows.len() > 1 => {
+            tracing::warn!(error = %e, rows = rows.len(), "score batch refused; writing its rows one by one");
+            for (row, reply) in rows.into_iter().zip(replies) {
+                let outcome = scoring_store::save_scores(pg, std::slice::from_ref(&row)).await;
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::BatchFailed(message.clone())));
+            }
+        }
+    }
+}
