@@ -353,3 +353,21 @@ async fn operator_commands_say_what_is_wrong(pool: PgPool) {
     assert!(!bad_config.status.success());
     assert!(String::from_utf8_lossy(&bad_config.stderr).contains("queues.emails.concurrency"));
 }
+
+#[sqlx::test]
+async fn a_payload_with_a_nul_character_is_journaled(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    // Postgres refuses NUL in jsonb: the journal keeps U+FFFD in its place.
+    let id = "01KAAAAAAAAAAAAAAAAAAAAAB1";
+    let data = envelope(id, "score.nonsense", json!({"note": "a\u{0}b"}));
+    push_raw(&env, id, &data).await;
+    let job = env.wait_for_state(id, "failed").await;
+    assert!(job.last_error.unwrap().contains("score.nonsense"));
+    let payload: serde_json::Value = sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(payload["note"], "a\u{FFFD}b");
+}

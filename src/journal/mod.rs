@@ -90,6 +90,18 @@ pub(crate) fn sanitize_text(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
+/// A JSON value as the text the journal stores (`jsonb` refuses the NUL character).
+pub(crate) fn json_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    // Serialized JSON spells a NUL `\u0000`; a match here may also be an escaped backslash
+    // followed by `u0000`, which sanitizing leaves as it is.
+    if text.contains("\\u0000") {
+        sanitize_json(value.clone()).to_string()
+    } else {
+        text
+    }
+}
+
 pub(crate) fn sanitize_json(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -101,5 +113,23 @@ pub(crate) fn sanitize_json(value: serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::json_text;
+
+    #[test]
+    fn json_text_replaces_nul_and_keeps_everything_else() {
+        assert_eq!(json_text(&json!({"a": [1, "b"]})), r#"{"a":[1,"b"]}"#);
+        assert_eq!(
+            json_text(&json!({"k\u{0}": "x\u{0}y"})),
+            "{\"k\u{FFFD}\":\"x\u{FFFD}y\"}"
+        );
+        // Text that merely spells the escape, with its backslash escaped, is not a NUL.
+        assert_eq!(json_text(&json!("\\u0000")), r#""\\u0000""#);
     }
 }

@@ -23,7 +23,8 @@ pub struct JobStart {
     pub id: String,
     pub queue: String,
     pub kind: String,
-    pub payload: Value,
+    /// The payload's JSON text, made on the job's own task rather than in the writer's.
+    pub payload: String,
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
@@ -310,7 +311,7 @@ async fn write_starts(
     let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
     let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key.as_deref()).collect();
     let limits: Vec<i32> = jobs
         .iter()
@@ -324,7 +325,7 @@ async fn write_starts(
     let rows: Vec<StartRow> = sqlx::query_as(
         r#"
         WITH input AS (
-            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::int4[], $7::timestamptz[], $8::text[])
                 AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker)
         ),
@@ -343,7 +344,7 @@ async fn write_starts(
         upserted AS (
             INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
                                    created_at, state, attempts, worker, attempted_at)
-            SELECT id, queue, kind, payload, idempotency_key, max_attempts, created_at,
+            SELECT id, queue, kind, payload::jsonb, idempotency_key, max_attempts, created_at,
                    'running', 1, worker, now()
               FROM input
             ON CONFLICT (id) DO UPDATE
