@@ -8,12 +8,6 @@ use clap::Parser;
 use quizworker::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-// Scoring jobs build and drop large JSON documents on every runtime thread at once; glibc's
-// allocator spent about a tenth of the daemon's time in malloc and free under that load
-// (perf, benches/scoring.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);

@@ -700,3 +700,34 @@ pub fn daemon_source() -> String {
         format!("git {commit}")
     }
 }
+
+/// CPU time a process has used so far (user + system), in seconds; `None` if /proc cannot say.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ..." where comm may hold spaces and parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After the command: utime and stime are fields 14 and 15 of proc_pid_stat(5).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks: f64 = command_line("getconf", &["CLK_TCK"]).parse().ok()?;
+    Some((utime + stime) as f64 / ticks)
+}
+
+/// CPU time (user + system, seconds) used so far by the Postgres backends serving `db_name` (the
+/// database is in their process title). Read it while the connections live: the time of a
+/// backend that exited is gone.
+pub fn backends_cpu_seconds(db_name: &str) -> f64 {
+    let mut total = 0.0;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // "postgres: 15/main: user database host(port) state"
+        let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&title);
+        if title.starts_with("postgres:") && title.split([' ', '\0']).any(|word| word == db_name) {
+            total += cpu_seconds(pid).unwrap_or(0.0);
+        }
+    }
+    total
+}
