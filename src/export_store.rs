@@ -38,7 +38,7 @@ pub fn sheet_rows<'a>(
     test_id: &'a str,
 ) -> impl Stream<Item = Result<SheetRow, StoreError>> + Send + 'a {
     sqlx::query_as::<_, SheetRecord>(
-        "SELECT r.attempt_id, r.candidate_id, r.rank, r.percentile, a.submitted_at, r.result
+        "SELECT r.attempt_id, r.candidate_id, r.rank, r.percentile, a.submitted_at, r.sheet
            FROM score_results r JOIN score_attempts a USING (attempt_id)
           WHERE r.test_id = $1
           ORDER BY r.rank NULLS LAST, r.attempt_id",

@@ -3,6 +3,7 @@
 //! (`quizworker_jobs::scoring`).
 
 use chrono::{DateTime, Utc};
+use quizworker_jobs::results_sheet::SheetResult;
 use quizworker_jobs::scoring::{AttemptResult, Standing, TestDef};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -101,6 +102,8 @@ pub struct ScoreRow {
     max_marks: String,
     provisional: bool,
     result: String,
+    /// What a result sheet shows of the result (`SheetResult`).
+    sheet: String,
     /// What the attempt adds to its candidate's statistics: (scope, name, seen, judged, correct).
     contributions: Vec<(&'static str, String, i32, i32, i32)>,
 }
@@ -143,6 +146,8 @@ impl ScoreRow {
             max_marks: result.total.max_marks.to_string(),
             provisional: result.provisional,
             result: serde_json::to_string(result)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            sheet: serde_json::to_string(&SheetResult::from(result))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             contributions,
         })
@@ -218,18 +223,20 @@ async fn write_round(
     let max_marks: Vec<&str> = rows.iter().map(|r| r.max_marks.as_str()).collect();
     let provisional: Vec<bool> = rows.iter().map(|r| r.provisional).collect();
     let results: Vec<&str> = rows.iter().map(|r| r.result.as_str()).collect();
+    let sheets: Vec<&str> = rows.iter().map(|r| r.sheet.as_str()).collect();
     sqlx::query(
         "INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
-                                    max_marks, provisional, result)
-         SELECT id, test, candidate, version, marks, max_marks, provisional, result::json
+                                    max_marks, provisional, result, sheet)
+         SELECT id, test, candidate, version, marks, max_marks, provisional, result::json,
+                sheet::json
            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-                       $6::text[], $7::bool[], $8::text[])
-             AS t(id, test, candidate, version, marks, max_marks, provisional, result)
+                       $6::text[], $7::bool[], $8::text[], $9::text[])
+             AS t(id, test, candidate, version, marks, max_marks, provisional, result, sheet)
          ON CONFLICT (attempt_id) DO UPDATE
             SET test_id = EXCLUDED.test_id, candidate_id = EXCLUDED.candidate_id,
                 key_version = EXCLUDED.key_version, marks = EXCLUDED.marks,
                 max_marks = EXCLUDED.max_marks, provisional = EXCLUDED.provisional,
-                result = EXCLUDED.result, scored_at = now(),
+                result = EXCLUDED.result, sheet = EXCLUDED.sheet, scored_at = now(),
                 rank = NULL, percentile = NULL, finalized_at = NULL",
     )
     .bind(&ids)
@@ -240,6 +247,7 @@ async fn write_round(
     .bind(&max_marks)
     .bind(&provisional)
     .bind(&results)
+    .bind(&sheets)
     .execute(&mut **tx)
     .await?;
 

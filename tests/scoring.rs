@@ -479,3 +479,41 @@ async fn statistics_stored_before_the_upgrade_read_the_same_after(pool: PgPool) 
         ]
     );
 }
+
+/// Results stored before migration 6 get the sheet a new scoring would write.
+#[sqlx::test(migrations = false)]
+async fn results_stored_before_the_sheet_column_get_their_sheet(pool: PgPool) {
+    use quizworker_jobs::results_sheet::SheetResult;
+    use quizworker_jobs::scoring::{Attempt, PreparedTest, TestDef};
+
+    let all = sqlx::migrate!("./migrations");
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = all.migrations[..5].to_vec().into();
+    before.run(&pool).await.unwrap();
+    let test = PreparedTest::new(serde_json::from_value::<TestDef>(test_v1()).unwrap()).unwrap();
+    let attempt: Attempt =
+        serde_json::from_value(attempt("old", "c-1", &[("q1", "A"), ("q2", "C")])).unwrap();
+    let result = test.score(&attempt).unwrap();
+    sqlx::raw_sql("INSERT INTO score_attempts (attempt_id, test_id, attempt) VALUES ('old', 't-thirds', '{}')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO score_results (attempt_id, test_id, key_version, marks, max_marks,
+                                    provisional, result)
+         VALUES ('old', 't-thirds', 1, '2/3', '3', false, $1::text::json)",
+    )
+    .bind(serde_json::to_string(&result).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    all.run(&pool).await.unwrap();
+    let sheet: Value =
+        sqlx::query_scalar("SELECT sheet FROM score_results WHERE attempt_id = 'old'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let sheet: SheetResult = serde_json::from_value(sheet).unwrap();
+    assert_eq!(sheet, SheetResult::from(&result));
+    assert_eq!(sheet.marks.to_string(), "2/3");
+}
