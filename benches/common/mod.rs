@@ -1,8 +1,10 @@
-//! What the benchmark programs (throughput, scoring, soak) share: the run's own Postgres database
+//! What the benchmark programs (throughput, scoring, exports, soak) share: the run's own Postgres database
 //! and Redis prefix, the daemon they start and stop, the Markdown report, and small formatters.
 //! Each bench declares `mod common;`, so this is compiled into each of them; one copy here keeps
 //! their setup, cleanup and report alike, which their figures are compared on.
 #![allow(dead_code)] // each bench uses a different part of this module
+
+pub mod generated;
 
 use std::fs;
 use std::path::PathBuf;
