@@ -12,7 +12,7 @@
 //! Seeding: BENCH_CSV_ROWS attempts (at least BENCH_REPORT_CARDS) are scored in the bench and
 //! written straight into the scoring tables with bulk `INSERT ... SELECT FROM UNNEST`, a thousand
 //! a statement: scoring 100,000 jobs through the daemon would take minutes and measure scoring,
-//! not exports. Candidates' statistics (`score_candidate_contributions`) are not seeded: no
+//! not exports. Candidates' statistics (`score_results.contributions`) are not seeded: no
 //! export reads them.
 //!
 //! Parts:

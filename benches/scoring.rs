@@ -825,7 +825,7 @@ impl<'k> Bench<'k> {
                            JOIN score_results r ON r.attempt_id = e.attempt_id
                                                AND r.marks = e.marks AND r.test_id = $3
                                                AND r.key_version = 1),
-                        (SELECT count(*) FROM score_attempt_contributions, unnest(names))",
+                        (SELECT count(*) FROM score_results, json_array_elements(contributions))",
             )
             .bind(&ids)
             .bind(&marks)

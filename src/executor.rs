@@ -88,7 +88,7 @@ impl Executor {
                 id: id.to_owned(),
                 queue: queue.to_string(),
                 kind: journal::sanitize_text(&envelope.kind),
-                payload: journal::json_text(&envelope.payload),
+                payload: journal::json_text(envelope.payload.get()),
                 idempotency_key: envelope
                     .idempotency_key
                     .as_deref()
@@ -303,7 +303,7 @@ fn malformed_start(queue: Queue, worker: &str, id: &str, raw: &[u8]) -> JobStart
         id: id.to_owned(),
         queue: queue.to_string(),
         kind: MALFORMED_KIND.to_owned(),
-        payload: journal::json_text(&payload),
+        payload: journal::json_text(&payload.to_string()),
         idempotency_key: None,
         max_attempts: 1,
         created_at,

@@ -2,11 +2,15 @@
 //! reading its definition from Postgres and preparing it again for each attempt cost 30 times
 //! the scoring itself (benches/scoring.rs). Entries are keyed by test and key version, and a
 //! key version never changes once stored (`scoring_store::store_test` refuses a different
-//! definition under a stored version), so an entry never goes stale; only the question "which
-//! version is the newest" is asked of Postgres each time.
+//! definition under a stored version), so an entry never goes stale.
+//!
+//! Which key version of a test is the newest is kept too, and may go stale: a key revised by
+//! another job or process. Postgres is asked the first time; after that the score writer, which
+//! checks every result against the newest version as it stores it, tells the job when a newer
+//! one exists (`scoring_store::Saved::Stale`), and the job scores again and tells us.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 use quizworker_jobs::scoring::{PreparedTest, TestDef};
@@ -21,12 +25,15 @@ const CAPACITY: NonZeroUsize = NonZeroUsize::new(128).expect("not zero");
 
 pub struct PreparedTests {
     entries: Mutex<LruCache<(String, u32), Arc<PreparedTest>>>,
+    /// The newest key version of each test, as this process last learned it.
+    newest: Mutex<LruCache<String, u32>>,
 }
 
 impl Default for PreparedTests {
     fn default() -> Self {
         PreparedTests {
             entries: Mutex::new(LruCache::new(CAPACITY)),
+            newest: Mutex::new(LruCache::new(CAPACITY)),
         }
     }
 }
@@ -43,10 +50,25 @@ impl PreparedTests {
         // Prepare before storing, so a test that does not hold together is never stored.
         let prepared = prepare(def)?;
         scoring_store::store_test(pg, prepared.definition()).await?;
+        self.learned_newest(prepared.test_id(), prepared.key_version());
         Ok(self.insert(prepared))
     }
 
-    /// A stored test: the given key version, or the newest.
+    /// The newest key version of a stored test as far as this process knows; see the module's
+    /// doc for how a newer one becomes known.
+    pub async fn newest_known(
+        &self,
+        pg: &PgPool,
+        test_id: &str,
+    ) -> Result<Arc<PreparedTest>, JobError> {
+        let known = lock(&self.newest).get(test_id).copied();
+        match known {
+            Some(version) => self.stored(pg, test_id, Some(version)).await,
+            None => self.stored(pg, test_id, None).await,
+        }
+    }
+
+    /// A stored test: the given key version, or the newest (asked of Postgres).
     pub async fn stored(
         &self,
         pg: &PgPool,
@@ -55,13 +77,17 @@ impl PreparedTests {
     ) -> Result<Arc<PreparedTest>, JobError> {
         let version = match key_version {
             Some(version) => version,
-            None => scoring_store::newest_key_version(pg, test_id)
-                .await?
-                .ok_or_else(|| {
-                    JobError::Permanent(format!(
-                        "unknown test `{test_id}`: send the test with the attempt"
-                    ))
-                })?,
+            None => {
+                let newest = scoring_store::newest_key_version(pg, test_id)
+                    .await?
+                    .ok_or_else(|| {
+                        JobError::Permanent(format!(
+                            "unknown test `{test_id}`: send the test with the attempt"
+                        ))
+                    })?;
+                self.learned_newest(test_id, newest);
+                newest
+            }
         };
         if let Some(known) = self.get(test_id, version) {
             return Ok(known);
@@ -76,23 +102,37 @@ impl PreparedTests {
         Ok(self.insert(prepare(def)?))
     }
 
+    /// Records that `version` of the test is stored: it becomes the newest known unless a
+    /// newer one is.
+    pub fn learned_newest(&self, test_id: &str, version: u32) {
+        let mut newest = lock(&self.newest);
+        match newest.get_mut(test_id) {
+            Some(known) => *known = (*known).max(version),
+            None => {
+                newest.put(test_id.to_owned(), version);
+            }
+        }
+    }
+
     fn get(&self, test_id: &str, key_version: u32) -> Option<Arc<PreparedTest>> {
-        self.lock().get(&(test_id.to_owned(), key_version)).cloned()
+        lock(&self.entries)
+            .get(&(test_id.to_owned(), key_version))
+            .cloned()
     }
 
     fn insert(&self, prepared: PreparedTest) -> Arc<PreparedTest> {
         let prepared = Arc::new(prepared);
         let key = (prepared.test_id().to_owned(), prepared.key_version());
-        self.lock().put(key, prepared.clone());
+        lock(&self.entries).put(key, prepared.clone());
         prepared
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<(String, u32), Arc<PreparedTest>>> {
-        // The cache holds no invariant a panicking holder could break.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The caches hold no invariant a panicking holder could break.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn prepare(def: TestDef) -> Result<PreparedTest, JobError> {

@@ -2,6 +2,8 @@
 //! and test reports. The `score.*` handlers call these; the scoring itself is pure
 //! (`quizworker_jobs::scoring`).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use quizworker_jobs::results_sheet::SheetResult;
 use quizworker_jobs::scoring::{AttemptResult, Standing, TestDef};
@@ -27,9 +29,22 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+/// The two-key advisory lock space of key versions (the first key; the second is the test id's
+/// hash). A new key version is stored under the test's lock held exclusively, and
+/// [`save_current_scores`] checks and writes results under it held shared: so a result checked
+/// against the newest key version has committed before a newer version can be stored, and a
+/// rescore that follows the new version reads it.
+const KEY_VERSION_LOCK: i32 = 0x5157_4b56; // "QWKV"
+
 /// Stores a test's key version, or checks that the stored one is the same.
 pub async fn store_test(pg: &PgPool, test: &TestDef) -> Result<(), StoreError> {
     let definition = serde_json::to_value(test).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut tx = pg.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(KEY_VERSION_LOCK)
+        .bind(&test.test_id)
+        .execute(&mut *tx)
+        .await?;
     let same: bool = sqlx::query_scalar(
         "WITH inserted AS (
             INSERT INTO score_tests (test_id, key_version, definition) VALUES ($1, $2, $3)
@@ -43,8 +58,9 @@ pub async fn store_test(pg: &PgPool, test: &TestDef) -> Result<(), StoreError> {
     .bind(&test.test_id)
     .bind(i64::from(test.key_version))
     .bind(&definition)
-    .fetch_one(pg)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     if same {
         Ok(())
     } else {
@@ -104,8 +120,19 @@ pub struct ScoreRow {
     result: String,
     /// What a result sheet shows of the result (`SheetResult`).
     sheet: String,
-    /// What the attempt adds to its candidate's statistics: (scope, name, seen, judged, correct).
-    contributions: Vec<(&'static str, String, i32, i32, i32)>,
+    /// What the attempt adds to its candidate's statistics, as the JSON list of
+    /// `score_results.contributions`; `None` without a candidate.
+    contributions: Option<String>,
+}
+
+/// One entry of `score_results.contributions`: a section's or a topic's counts.
+#[derive(serde::Serialize)]
+struct Contribution<'a> {
+    scope: &'static str,
+    name: &'a str,
+    seen: u32,
+    judged: u32,
+    correct: u32,
 }
 
 impl ScoreRow {
@@ -114,27 +141,30 @@ impl ScoreRow {
         submitted_at: Option<DateTime<Utc>>,
         result: &AttemptResult,
     ) -> Result<ScoreRow, StoreError> {
-        let mut contributions = Vec::new();
-        if result.candidate_id.is_some() {
-            let sections = result
-                .sections
-                .iter()
-                .map(|x| ("section", &*x.id, &x.summary));
-            let topics = result
-                .topics
-                .iter()
-                .map(|x| ("topic", &*x.topic, &x.summary));
-            for (scope, name, summary) in sections.chain(topics) {
-                let counts = &summary.counts;
-                contributions.push((
-                    scope,
-                    name.to_owned(),
-                    counts.questions() as i32,
-                    counts.judged() as i32,
-                    counts.correct as i32,
-                ));
+        let contributions = match result.candidate_id {
+            None => None,
+            Some(_) => {
+                let sections = result
+                    .sections
+                    .iter()
+                    .map(|x| ("section", &*x.id, &x.summary));
+                let topics = result
+                    .topics
+                    .iter()
+                    .map(|x| ("topic", &*x.topic, &x.summary));
+                let list: Vec<Contribution> = sections
+                    .chain(topics)
+                    .map(|(scope, name, summary)| Contribution {
+                        scope,
+                        name,
+                        seen: summary.counts.questions(),
+                        judged: summary.counts.judged(),
+                        correct: summary.counts.correct,
+                    })
+                    .collect();
+                Some(json_text(&list)?)
             }
-        }
+        };
         Ok(ScoreRow {
             attempt_id: result.attempt_id.clone(),
             test_id: result.test_id.to_string(),
@@ -145,10 +175,8 @@ impl ScoreRow {
             marks: result.total.marks.to_string(),
             max_marks: result.total.max_marks.to_string(),
             provisional: result.provisional,
-            result: serde_json::to_string(result)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            sheet: serde_json::to_string(&SheetResult::from(result))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            result: json_text(result)?,
+            sheet: json_text(&SheetResult::from(result))?,
             contributions,
         })
     }
@@ -158,35 +186,112 @@ impl ScoreRow {
     }
 }
 
+/// What became of a row given to [`save_current_scores`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Stored,
+    /// Not stored: its test has a newer key version than the one it was scored against.
+    Stale {
+        newest: u32,
+    },
+}
+
+/// Stores the rows scored against their test's newest key version, as [`save_scores`] does,
+/// and leaves out the others, saying which version is the newest. This is how a process learns
+/// of a key revision made elsewhere without asking Postgres for the newest version per job.
+pub async fn save_current_scores(pg: &PgPool, rows: &[ScoreRow]) -> Result<Vec<Saved>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tests: Vec<&str> = rows.iter().map(|r| r.test_id.as_str()).collect();
+    tests.sort_unstable();
+    tests.dedup();
+    let mut tx = pg.begin().await?;
+    sqlx::query(
+        "SELECT set_config('plan_cache_mode', 'auto', true), set_config('work_mem', $3, true),
+                count(pg_advisory_xact_lock_shared($1, hashtext(t)))
+           FROM unnest($2::text[]) AS t",
+    )
+    .bind(KEY_VERSION_LOCK)
+    .bind(&tests)
+    .bind(WORK_MEM)
+    .execute(&mut *tx)
+    .await?;
+    // A statement of its own, after the locks: its snapshot sees every key version stored
+    // before them.
+    let newest: HashMap<String, i32> = sqlx::query_as(
+        "SELECT test_id, max(key_version) FROM score_tests WHERE test_id = ANY($1) GROUP BY test_id",
+    )
+    .bind(&tests)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let saved: Vec<Saved> = rows
+        .iter()
+        .map(|row| match newest.get(&row.test_id) {
+            Some(&version) if i64::from(version) > row.key_version => Saved::Stale {
+                newest: u32::try_from(version).unwrap_or(u32::MAX),
+            },
+            _ => Saved::Stored,
+        })
+        .collect();
+    let current: Vec<&ScoreRow> = rows
+        .iter()
+        .zip(&saved)
+        .filter(|(_, saved)| **saved == Saved::Stored)
+        .map(|(row, _)| row)
+        .collect();
+    write_rows(&mut tx, current).await?;
+    tx.commit().await?;
+    Ok(saved)
+}
+
 /// Stores attempts and their results, replacing earlier results of the same attempts, and the
 /// candidates' statistics with them. One transaction, a few statements whatever the count.
-///
-/// An upsert cannot touch one row twice, so an attempt that appears again in `rows` is written
-/// in a later round of the same transaction: the last one wins. Rows are written in attempt id
-/// order, so two batches sharing attempts lock them in the same order and cannot deadlock.
 pub async fn save_scores(pg: &PgPool, rows: &[ScoreRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut pending: Vec<&ScoreRow> = rows.iter().collect();
     let mut tx = pg.begin().await?;
-    // The daemon's connections plan every statement afresh (for the journal: see
-    // `commands::connect_postgres`). Here that would re-plan the foreign-key check of each
-    // result and statistics row, 19 per attempt: measured, a quarter of Postgres' time on
-    // these writes. Their lookups are by primary key, which a cached plan serves well.
-    sqlx::query("SET LOCAL plan_cache_mode = auto")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "SELECT set_config('plan_cache_mode', 'auto', true), set_config('work_mem', $1, true)",
+    )
+    .bind(WORK_MEM)
+    .execute(&mut *tx)
+    .await?;
+    write_rows(&mut tx, rows.iter().collect()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Memory for the statements that write a batch: a batch's documents reach Postgres as arrays
+/// that it holds while it inserts them, and past `work_mem` (4 MB by default, about 200 results)
+/// it spills them to a temporary file first.
+const WORK_MEM: &str = "64MB";
+
+/// Writes rows in a transaction whose statements use cached plans: the daemon's connections
+/// plan every statement afresh (for the journal: see `commands::connect_postgres`), which here
+/// would re-plan the foreign-key check of each result and statistics row (measured: a quarter
+/// of Postgres' time on these writes), while their lookups by primary key are served well by a
+/// cached plan.
+///
+/// An upsert cannot touch one row twice, so an attempt that appears again in `rows` is written
+/// in a later round of the same transaction: the last one wins. Rows are written in attempt id
+/// order, so two batches sharing attempts lock them in the same order and cannot deadlock.
+async fn write_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    mut pending: Vec<&ScoreRow>,
+) -> Result<(), StoreError> {
     while !pending.is_empty() {
         let mut seen = std::collections::HashSet::new();
         let (mut round, later): (Vec<&ScoreRow>, Vec<&ScoreRow>) = pending
             .into_iter()
             .partition(|row| seen.insert(row.attempt_id.as_str()));
         round.sort_unstable_by(|a, b| a.attempt_id.cmp(&b.attempt_id));
-        write_round(&mut tx, &round).await?;
+        write_round(tx, &round).await?;
         pending = later;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -224,19 +329,23 @@ async fn write_round(
     let provisional: Vec<bool> = rows.iter().map(|r| r.provisional).collect();
     let results: Vec<&str> = rows.iter().map(|r| r.result.as_str()).collect();
     let sheets: Vec<&str> = rows.iter().map(|r| r.sheet.as_str()).collect();
+    let contributions: Vec<Option<&str>> =
+        rows.iter().map(|r| r.contributions.as_deref()).collect();
     sqlx::query(
         "INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
-                                    max_marks, provisional, result, sheet)
+                                    max_marks, provisional, result, sheet, contributions)
          SELECT id, test, candidate, version, marks, max_marks, provisional, result::json,
-                sheet::json
+                sheet::json, contributions::json
            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-                       $6::text[], $7::bool[], $8::text[], $9::text[])
-             AS t(id, test, candidate, version, marks, max_marks, provisional, result, sheet)
+                       $6::text[], $7::bool[], $8::text[], $9::text[], $10::text[])
+             AS t(id, test, candidate, version, marks, max_marks, provisional, result, sheet,
+                  contributions)
          ON CONFLICT (attempt_id) DO UPDATE
             SET test_id = EXCLUDED.test_id, candidate_id = EXCLUDED.candidate_id,
                 key_version = EXCLUDED.key_version, marks = EXCLUDED.marks,
                 max_marks = EXCLUDED.max_marks, provisional = EXCLUDED.provisional,
-                result = EXCLUDED.result, sheet = EXCLUDED.sheet, scored_at = now(),
+                result = EXCLUDED.result, sheet = EXCLUDED.sheet,
+                contributions = EXCLUDED.contributions, scored_at = now(),
                 rank = NULL, percentile = NULL, finalized_at = NULL",
     )
     .bind(&ids)
@@ -248,59 +357,7 @@ async fn write_round(
     .bind(&provisional)
     .bind(&results)
     .bind(&sheets)
-    .execute(&mut **tx)
-    .await?;
-
-    // Statistics: one row per attempt with a candidate, its lists built here from flat arrays
-    // (arrays of arrays cannot be bound), replacing the attempt's old row.
-    let (mut c_attempt, mut c_candidate, mut c_scope, mut c_name) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut c_seen, mut c_judged, mut c_correct) = (vec![], vec![], vec![]);
-    let mut without = Vec::new();
-    for row in rows {
-        match row.candidate_id.as_deref() {
-            Some(candidate) if !row.contributions.is_empty() => {
-                for (scope, name, seen, judged, correct) in &row.contributions {
-                    c_attempt.push(row.attempt_id.as_str());
-                    c_candidate.push(candidate);
-                    c_scope.push(*scope);
-                    c_name.push(name.as_str());
-                    c_seen.push(*seen);
-                    c_judged.push(*judged);
-                    c_correct.push(*correct);
-                }
-            }
-            _ => without.push(row.attempt_id.as_str()),
-        }
-    }
-    if !without.is_empty() {
-        sqlx::query("DELETE FROM score_attempt_contributions WHERE attempt_id = ANY($1)")
-            .bind(&without)
-            .execute(&mut **tx)
-            .await?;
-    }
-    sqlx::query(
-        "INSERT INTO score_attempt_contributions
-                (attempt_id, candidate_id, scopes, names, seen, judged, correct)
-         SELECT attempt_id, min(candidate_id), array_agg(scope ORDER BY n),
-                array_agg(name ORDER BY n), array_agg(seen ORDER BY n),
-                array_agg(judged ORDER BY n), array_agg(correct ORDER BY n)
-           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
-                       $7::int4[]) WITH ORDINALITY
-             AS t(attempt_id, candidate_id, scope, name, seen, judged, correct, n)
-          GROUP BY attempt_id
-         ON CONFLICT (attempt_id) DO UPDATE
-            SET candidate_id = EXCLUDED.candidate_id, scopes = EXCLUDED.scopes,
-                names = EXCLUDED.names, seen = EXCLUDED.seen, judged = EXCLUDED.judged,
-                correct = EXCLUDED.correct",
-    )
-    .bind(&c_attempt)
-    .bind(&c_candidate)
-    .bind(&c_scope)
-    .bind(&c_name)
-    .bind(&c_seen)
-    .bind(&c_judged)
-    .bind(&c_correct)
+    .bind(&contributions)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -361,6 +418,10 @@ pub async fn results_page(
     rows.into_iter()
         .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect()
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Writes ranks and percentiles.

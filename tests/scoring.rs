@@ -212,7 +212,7 @@ async fn attempts_scored_together_are_each_stored_once_with_their_marks(pool: Pg
     assert_eq!(stored, expected);
     // One section and two topics per attempt, however often it was scored.
     let contributions: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT attempt_id, count(*) FROM score_attempt_contributions, unnest(names)
+        "SELECT attempt_id, count(*) FROM score_results, json_array_elements(contributions)
           GROUP BY attempt_id HAVING count(*) <> 3",
     )
     .fetch_all(&env.pool)
@@ -313,6 +313,40 @@ async fn a_revised_key_rescores_every_attempt(pool: PgPool) {
         error.contains("key version 1 of test `t-thirds` is already stored"),
         "{error}"
     );
+}
+
+/// A daemon that keeps key version 1 of a test learns of version 2, stored by another process,
+/// from the write of its next result, and scores that attempt again against version 2; so does
+/// an attempt that still carries version 1.
+#[sqlx::test]
+async fn a_key_revised_elsewhere_is_used_by_the_next_attempt(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    score_five(&env).await;
+    assert_eq!(result_marks(&env, "a").await, ("1/3".to_owned(), 1));
+
+    let mut revised = test_v1();
+    revised["key_version"] = json!(2);
+    revised["sections"][0]["questions"][1]["answer"] = json!("C");
+    let revised: quizworker_jobs::scoring::TestDef = serde_json::from_value(revised).unwrap();
+    quizworker::scoring_store::store_test(&env.pool, &revised)
+        .await
+        .unwrap();
+
+    // q2 "C": -1/3 under key 1, 1 under key 2.
+    let named = json!({"attempt": attempt("f", "c-f", &[("q2", "C")])}).to_string();
+    let named = env.enqueue("score.attempt", &named, &[]);
+    let carrying = json!({"test": test_v1(), "attempt": attempt("g", "c-g", &[("q2", "C")])});
+    let carrying = env.enqueue("score.attempt", &carrying.to_string(), &[]);
+    for id in [&named, &carrying] {
+        let job = env.wait_for_state(id, "completed").await;
+        assert_eq!(job.attempts, 1, "a revision is followed within the attempt");
+        assert_eq!(job.result.unwrap()["key_version"], 2);
+    }
+    assert_eq!(result_marks(&env, "f").await, ("1".to_owned(), 2));
+    assert_eq!(result_marks(&env, "g").await, ("1".to_owned(), 2));
+    // Results stored before the revision wait for a rescore, as before.
+    assert_eq!(result_marks(&env, "a").await, ("1/3".to_owned(), 1));
 }
 
 #[sqlx::test]
@@ -426,7 +460,8 @@ async fn a_batch_that_holds_an_attempt_twice_keeps_the_later_one(pool: PgPool) {
     assert_eq!(judged, 2, "only the later scoring of x counts");
 }
 
-/// Statistics written before they became one row per attempt (migration 5) read the same after.
+/// Statistics written before they became one row per attempt (migration 5), and then a column
+/// of the attempt's result (migration 9), read the same after.
 #[sqlx::test(migrations = false)]
 async fn statistics_stored_before_the_upgrade_read_the_same_after(pool: PgPool) {
     let all = sqlx::migrate!("./migrations");
@@ -436,6 +471,11 @@ async fn statistics_stored_before_the_upgrade_read_the_same_after(pool: PgPool) 
     sqlx::raw_sql(
         "INSERT INTO score_attempts (attempt_id, test_id, candidate_id, attempt)
          VALUES ('a', 't', 'c-1', '{}'), ('b', 't', 'c-1', '{}'), ('c', 't', 'c-2', '{}');
+         INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
+                                    max_marks, provisional, result)
+         VALUES ('a', 't', 'c-1', 1, '1', '3', false, '{}'),
+                ('b', 't', 'c-1', 1, '2', '3', false, '{}'),
+                ('c', 't', 'c-2', 1, '0', '3', false, '{}');
          INSERT INTO score_candidate_contributions
                 (attempt_id, candidate_id, scope, name, seen, judged, correct)
          VALUES ('a', 'c-1', 'section', 'maths', 3, 3, 1), ('a', 'c-1', 'topic', 'algebra', 2, 2, 1),

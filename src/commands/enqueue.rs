@@ -32,7 +32,7 @@ pub async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
     }
 
     let now = Utc::now();
-    let mut envelope = Envelope::from_parts(kind.name, payload, now);
+    let mut envelope = Envelope::from_parts(kind.name, &payload, now);
     envelope.idempotency_key = args.idempotency_key;
     envelope.max_attempts = args.max_attempts;
     envelope.run_at = args.delay.map(|delay| now + delay);

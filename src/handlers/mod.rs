@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
 use quizworker_jobs::export_jobs::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
-use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
+use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -112,7 +112,15 @@ pub async fn dispatch(
         Noop::KIND => diag::noop(envelope.payload_as()?).await,
         Sleep::KIND => diag::sleep(envelope.payload_as()?, ctx).await,
         Fail::KIND => diag::fail(envelope.payload_as()?, ctx).await,
-        ScoreAttempt::KIND => scoring::score_attempt(envelope.payload_as()?, services).await,
+        ScoreAttempt::KIND => {
+            let submitted = SubmittedAttempt::from_json(envelope.payload.get()).map_err(|e| {
+                EnvelopeError::PayloadMismatch {
+                    kind: envelope.kind.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            scoring::score_attempt(submitted, services).await
+        }
         RescoreTest::KIND => scoring::rescore_test(envelope.payload_as()?, ctx, services).await,
         FinalizeTest::KIND => scoring::finalize_test(envelope.payload_as()?, ctx, services).await,
         ExportResultsCsv::KIND => {

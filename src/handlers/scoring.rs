@@ -3,11 +3,11 @@
 //! (pages of a test's attempts).
 
 use quizworker_jobs::scoring::{Attempt, TestAnalytics};
-use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt};
+use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, SubmittedAttempt};
 use serde_json::{Value, json};
 
 use super::{JobContext, JobError, Services};
-use crate::scoring_store::{self, ScoreRow, StoreError};
+use crate::scoring_store::{self, Saved, ScoreRow, StoreError};
 
 /// Attempts read, scored and written per round trip by a rescore or a finalization.
 const PAGE: i64 = 500;
@@ -26,9 +26,17 @@ impl From<StoreError> for JobError {
     }
 }
 
-pub async fn score_attempt(job: ScoreAttempt, services: &Services) -> Result<Value, JobError> {
+/// How often a job scores its attempt again because the test's key was revised meanwhile,
+/// before it gives up the attempt (and retries after a backoff).
+const REVISIONS_FOLLOWED: usize = 3;
+
+pub async fn score_attempt(
+    submitted: SubmittedAttempt<'_>,
+    services: &Services,
+) -> Result<Value, JobError> {
     let pg = &services.pg;
-    let test = match job.test {
+    let SubmittedAttempt { job, attempt_text } = submitted;
+    let mut test = match job.test {
         Some(test) => services.tests.sent(pg, test).await?,
         None => {
             let Some(test_id) = job.attempt.test_id.as_deref() else {
@@ -36,26 +44,38 @@ pub async fn score_attempt(job: ScoreAttempt, services: &Services) -> Result<Val
                     "score.attempt needs `test`, or `attempt.test_id` naming a stored test".into(),
                 ));
             };
-            services.tests.stored(pg, test_id, None).await?
+            services.tests.newest_known(pg, test_id).await?
         }
     };
-    let result = test
-        .score(&job.attempt)
-        .map_err(|e| JobError::Permanent(e.to_string()))?;
-    let attempt = serde_json::to_string(&job.attempt)
-        .map_err(|e| JobError::Permanent(format!("the attempt does not serialize: {e}")))?;
-    services
-        .scores
-        .save(ScoreRow::new(attempt, job.submitted_at, &result)?)
-        .await?;
-    Ok(json!({
-        "attempt_id": result.attempt_id,
-        "test_id": &*result.test_id,
-        "key_version": result.key_version,
-        "marks": result.total.marks,
-        "max_marks": result.total.max_marks,
-        "provisional": result.provisional,
-    }))
+    for _ in 0..REVISIONS_FOLLOWED {
+        let result = test
+            .score(&job.attempt)
+            .map_err(|e| JobError::Permanent(e.to_string()))?;
+        let row = ScoreRow::new(attempt_text.to_owned(), job.submitted_at, &result)?;
+        match services.scores.save(row).await? {
+            Saved::Stored => {
+                return Ok(json!({
+                    "attempt_id": result.attempt_id,
+                    "test_id": &*result.test_id,
+                    "key_version": result.key_version,
+                    "marks": result.total.marks,
+                    "max_marks": result.total.max_marks,
+                    "provisional": result.provisional,
+                }));
+            }
+            Saved::Stale { newest } => {
+                services.tests.learned_newest(test.test_id(), newest);
+                test = services
+                    .tests
+                    .stored(pg, test.test_id(), Some(newest))
+                    .await?;
+            }
+        }
+    }
+    Err(JobError::Transient(format!(
+        "the key of test `{}` was revised {REVISIONS_FOLLOWED} times while this attempt was scored",
+        test.test_id()
+    )))
 }
 
 pub async fn rescore_test(

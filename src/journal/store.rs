@@ -44,7 +44,7 @@ impl JobRow {
                 .parse()
                 .with_context(|| format!("job id {} is not a ULID", self.id))?,
             kind: self.kind.clone(),
-            payload: self.payload.clone(),
+            payload: serde_json::value::to_raw_value(&self.payload)?,
             created_at: self.created_at,
             idempotency_key: self.idempotency_key.clone(),
             max_attempts: u32::try_from(self.max_attempts).ok(),
@@ -186,7 +186,7 @@ pub async fn insert_waiting(
     sqlx::query(
         "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
                            created_at, scheduled_at)
-         VALUES ($1, $2, $3, $4,
+         VALUES ($1, $2, $3, $4::json,
                  CASE WHEN $8::timestamptz > now() THEN 'scheduled' ELSE 'queued' END,
                  $5, $6, $7, $8)
          ON CONFLICT (id) DO NOTHING",
@@ -194,7 +194,7 @@ pub async fn insert_waiting(
     .bind(envelope.id.to_string())
     .bind(queue)
     .bind(super::sanitize_text(&envelope.kind))
-    .bind(super::sanitize_json(envelope.payload.clone()))
+    .bind(super::json_text(envelope.payload.get()))
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
     .bind(envelope.idempotency_key.as_deref())
     .bind(envelope.created_at)
@@ -263,8 +263,12 @@ pub async fn prune(
                  OR (state = 'cancelled' AND finished_at < now() - $3::interval))
              ORDER BY finished_at
              LIMIT $4)
-         DELETE FROM jobs j USING doomed d WHERE j.id = d.id
-         RETURNING j.id, j.queue, j.idempotency_key",
+         , gone AS (
+            DELETE FROM jobs j USING doomed d WHERE j.id = d.id
+            RETURNING j.id, j.queue, j.idempotency_key)
+         , attempts AS (
+            DELETE FROM job_attempts a USING gone g WHERE a.job_id = g.id)
+         SELECT id, queue, idempotency_key FROM gone",
     )
     .bind(keep.completed)
     .bind(keep.failed)
@@ -284,14 +288,14 @@ pub async fn insert_cancelled(
     sqlx::query(
         "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
                            created_at, finished_at)
-         VALUES ($1, $2, $3, $4, 'cancelled', $5, $6, $7, now())
+         VALUES ($1, $2, $3, $4::json, 'cancelled', $5, $6, $7, now())
          ON CONFLICT (id) DO UPDATE SET state = 'cancelled', finished_at = now(), updated_at = now()
           WHERE jobs.state NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(envelope.id.to_string())
     .bind(queue)
     .bind(super::sanitize_text(&envelope.kind))
-    .bind(super::sanitize_json(envelope.payload.clone()))
+    .bind(super::json_text(envelope.payload.get()))
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
     .bind(envelope.idempotency_key.as_deref())
     .bind(envelope.created_at)

@@ -344,7 +344,7 @@ async fn write_starts(
         upserted AS (
             INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
                                    created_at, state, attempts, worker, attempted_at)
-            SELECT id, queue, kind, payload::jsonb, idempotency_key, max_attempts, created_at,
+            SELECT id, queue, kind, payload::json, idempotency_key, max_attempts, created_at,
                    'running', 1, worker, now()
               FROM input
             ON CONFLICT (id) DO UPDATE
