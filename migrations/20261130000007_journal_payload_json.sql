@@ -10,3 +10,4 @@
 ALTER TABLE jobs
     ALTER COLUMN payload TYPE json USING payload::json,
     ALTER COLUMN payload SET COMPRESSION lz4;
+

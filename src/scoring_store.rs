@@ -162,7 +162,7 @@ impl ScoreRow {
                         correct: summary.counts.correct,
                     })
                     .collect();
-                Some(json_text(&list)?)
+                Some(json_text(&list, 64 * list.len())?)
             }
         };
         Ok(ScoreRow {
@@ -175,8 +175,8 @@ impl ScoreRow {
             marks: result.total.marks.to_string(),
             max_marks: result.total.max_marks.to_string(),
             provisional: result.provisional,
-            result: json_text(result)?,
-            sheet: json_text(&SheetResult::from(result))?,
+            result: json_text(result, 256 * result.questions().count() + 4096)?,
+            sheet: json_text(&SheetResult::from(result), 1024)?,
             contributions,
         })
     }
@@ -206,15 +206,12 @@ pub async fn save_current_scores(pg: &PgPool, rows: &[ScoreRow]) -> Result<Vec<S
     let mut tests: Vec<&str> = rows.iter().map(|r| r.test_id.as_str()).collect();
     tests.sort_unstable();
     tests.dedup();
-    let mut tx = pg.begin().await?;
+    let mut tx = begin_batch(pg).await?;
     sqlx::query(
-        "SELECT set_config('plan_cache_mode', 'auto', true), set_config('work_mem', $3, true),
-                count(pg_advisory_xact_lock_shared($1, hashtext(t)))
-           FROM unnest($2::text[]) AS t",
+        "SELECT count(pg_advisory_xact_lock_shared($1, hashtext(t))) FROM unnest($2::text[]) AS t",
     )
     .bind(KEY_VERSION_LOCK)
     .bind(&tests)
-    .bind(WORK_MEM)
     .execute(&mut *tx)
     .await?;
     // A statement of its own, after the locks: its snapshot sees every key version stored
@@ -253,28 +250,37 @@ pub async fn save_scores(pg: &PgPool, rows: &[ScoreRow]) -> Result<(), StoreErro
     if rows.is_empty() {
         return Ok(());
     }
-    let mut tx = pg.begin().await?;
-    sqlx::query(
-        "SELECT set_config('plan_cache_mode', 'auto', true), set_config('work_mem', $1, true)",
-    )
-    .bind(WORK_MEM)
-    .execute(&mut *tx)
-    .await?;
+    let mut tx = begin_batch(pg).await?;
     write_rows(&mut tx, rows.iter().collect()).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Memory for the statements that write a batch: a batch's documents reach Postgres as arrays
-/// that it holds while it inserts them, and past `work_mem` (4 MB by default, about 200 results)
-/// it spills them to a temporary file first.
-const WORK_MEM: &str = "64MB";
+/// Begins a transaction that writes a batch of scores, set up for it:
+/// - cached plans: the daemon's connections plan every statement afresh (for the journal: see
+///   `commands::connect_postgres`), which here would re-plan the foreign-key check of each
+///   result (measured: a quarter of Postgres' time on these writes), while its lookup by
+///   primary key is served well by a cached plan;
+/// - memory: a batch's documents reach Postgres as arrays that it holds while it inserts them,
+///   and past the default `work_mem` (4 MB, about 200 results) it spilled them to a temporary
+///   file first;
+/// - no wait for the commit to reach the disk: a job completes only once its end is journaled,
+///   in a later transaction whose commit does wait, and that flush takes these writes with it.
+///   If Postgres crashes before, the job is not completed and runs again.
+async fn begin_batch(
+    pg: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    let mut tx = pg.begin().await?;
+    sqlx::query(
+        "SELECT set_config('plan_cache_mode', 'auto', true), set_config('work_mem', '64MB', true),
+                set_config('synchronous_commit', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
 
-/// Writes rows in a transaction whose statements use cached plans: the daemon's connections
-/// plan every statement afresh (for the journal: see `commands::connect_postgres`), which here
-/// would re-plan the foreign-key check of each result and statistics row (measured: a quarter
-/// of Postgres' time on these writes), while their lookups by primary key are served well by a
-/// cached plan.
+/// Writes rows in a transaction begun by [`begin_batch`].
 ///
 /// An upsert cannot touch one row twice, so an attempt that appears again in `rows` is written
 /// in a later round of the same transaction: the last one wins. Rows are written in attempt id
@@ -420,8 +426,15 @@ pub async fn results_page(
         .collect()
 }
 
-fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// `value` as JSON text, written into room for `expected` bytes (a 90-question result is about
+/// 20 KB: grown from empty, it was copied eight times on the way).
+fn json_text<T: serde::Serialize + ?Sized>(
+    value: &T,
+    expected: usize,
+) -> Result<String, StoreError> {
+    let mut text = Vec::with_capacity(expected);
+    serde_json::to_writer(&mut text, value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    String::from_utf8(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Writes ranks and percentiles.
