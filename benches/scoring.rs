@@ -28,7 +28,7 @@
 //!    at the end, so it can share servers with the tests or a running deployment.
 //!
 //! Knobs (environment, with defaults): BENCH_PURE_ATTEMPTS=20000, BENCH_E2E_ATTEMPTS=20000
-//! (either 0 skips its part), BENCH_SCORING_CONCURRENCY=64 (the scoring queue's concurrency),
+//! (either 0 skips its part), BENCH_SCORING_CONCURRENCY=256 (the scoring queue's concurrency, as shipped),
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (any database on the server: the
 //! run's own database is created next to it), REDIS_URL=redis://127.0.0.1:6379.
 //!
@@ -113,7 +113,7 @@ impl Knobs {
         let knobs = Knobs {
             pure_attempts: env_or("BENCH_PURE_ATTEMPTS", 20_000)?,
             e2e_attempts: env_or("BENCH_E2E_ATTEMPTS", 20_000)?,
-            concurrency: env_or("BENCH_SCORING_CONCURRENCY", 64)?,
+            concurrency: env_or("BENCH_SCORING_CONCURRENCY", 256)?,
             database_url: common::database_url()?,
             redis_url: common::redis_url()?,
         };
@@ -934,7 +934,7 @@ impl DerefMut for Report {
 /// on the shipped file.
 const CONFIG_TOML: &str = r#"# Written by benches/scoring.rs.
 [queues.scoring]
-concurrency = 16
+concurrency = 256
 timeout = "5m"
 max_attempts = 5
 backoff = { base = "2s", cap = "10m", jitter = 0.2 }

@@ -201,7 +201,7 @@ impl Default for Config {
             },
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
-                ("scoring".into(), queue(16, 300, 5)),
+                ("scoring".into(), queue(256, 300, 5)),
                 ("emails".into(), queue(16, 60, 8)),
                 ("exports".into(), queue(4, 900, 3)),
                 ("ai".into(), queue(8, 120, 5)),
