@@ -3,6 +3,7 @@
 //! -> `handlers` -> `journal`. `cli` and `commands` are the operator's side.
 
 pub mod backoff;
+pub mod batcher;
 pub mod cli;
 pub mod commands;
 pub mod config;

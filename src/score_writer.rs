@@ -6,11 +6,8 @@
 //! the newest (`scoring_store::save_current_scores`), so a job learns that a test's key was
 //! revised without asking Postgres itself.
 
-use std::sync::Arc;
-
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::scoring_store::{self, Saved, ScoreRow, StoreError};
 
@@ -47,31 +44,12 @@ impl ScoreWriter {
     }
 }
 
-async fn run(pg: PgPool, mut rx: mpsc::Receiver<(ScoreRow, Reply)>) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    let mut writes = JoinSet::new();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Under load the next batch fills while earlier ones are written, so no timer is needed to
-    // gather rows, and a lone row is written at once.
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+async fn run(pg: PgPool, rx: mpsc::Receiver<(ScoreRow, Reply)>) {
+    crate::batcher::run(rx, MAX_BATCH, CONCURRENT_BATCHES, |items| {
         let pg = pg.clone();
-        let items = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        writes.spawn(async move {
-            write(&pg, items).await;
-            drop(slot);
-        });
-        while writes.try_join_next().is_some() {}
-    }
-    while writes.join_next().await.is_some() {}
+        async move { write(&pg, items).await }
+    })
+    .await;
 }
 
 /// Writes a batch and answers each job. When Postgres refuses the batch itself (not the

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::JobState;
 use crate::health::Health;
@@ -144,35 +144,15 @@ const CONCURRENT_BATCHES: usize = 4;
 
 async fn run_writer(
     pool: PgPool,
-    mut rx: mpsc::Receiver<(Instant, Command)>,
+    rx: mpsc::Receiver<(Instant, Command)>,
     max_batch: usize,
     health: Arc<Health>,
 ) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    let mut writes = JoinSet::new();
-    let mut batch = Vec::with_capacity(max_batch);
-    // Under load the next batch fills while earlier ones are being written: no timer is needed
-    // to coalesce changes, and a lone change is written at once.
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        // Changes that arrived while we waited for a slot join this batch.
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
-            }
-        }
+    crate::batcher::run(rx, max_batch, CONCURRENT_BATCHES, |commands| {
         let (pool, health) = (pool.clone(), health.clone());
-        let commands = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
-        writes.spawn(async move {
-            write_with_retry(&pool, commands, &health).await;
-            drop(slot);
-        });
-        while writes.try_join_next().is_some() {}
-    }
-    while writes.join_next().await.is_some() {}
+        async move { write_with_retry(&pool, commands, &health).await }
+    })
+    .await;
 }
 
 /// Writes a batch, waiting out Postgres outages with backoff: a change is never dropped
