@@ -62,10 +62,7 @@ impl PreparedTests {
         test_id: &str,
     ) -> Result<Arc<PreparedTest>, JobError> {
         let known = lock(&self.newest).get(test_id).copied();
-        match known {
-            Some(version) => self.stored(pg, test_id, Some(version)).await,
-            None => self.stored(pg, test_id, None).await,
-        }
+        self.stored(pg, test_id, known).await
     }
 
     /// A stored test: the given key version, or the newest (asked of Postgres).

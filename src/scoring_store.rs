@@ -180,10 +180,6 @@ impl ScoreRow {
             contributions,
         })
     }
-
-    pub fn attempt_id(&self) -> &str {
-        &self.attempt_id
-    }
 }
 
 /// What became of a row given to [`save_current_scores`].
