@@ -58,7 +58,7 @@ use common::generated::{
     Key, Lcg, OPTIONS, Question, SECTIONS, picked, right_answer, wrong_answer,
 };
 use common::{Daemon, Run, RunSpec, STALL_DEADLINE, env_or, mib, per_sec, percentile, time_at};
-use quizworker_jobs::export_jobs::{ExportReportPdf, ExportResultsCsv};
+use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv};
 use quizworker_jobs::scoring::{
     Attempt, AttemptResult, Marks, PreparedTest, Response, ResponseState, TestDef,
     competition_ranks, nta_percentiles,
@@ -497,7 +497,7 @@ impl<'k> Bench<'k> {
             rows.max_marks.push(result.total.max_marks.to_string());
             rows.results.push(serde_json::to_string(&result)?);
             rows.sheets.push(serde_json::to_string(
-                &quizworker_jobs::results_sheet::SheetResult::from(&result),
+                &quizworker_jobs::exports::results_sheet::SheetResult::from(&result),
             )?);
             rows.ranks.push(i64::from(ranks[i]));
             rows.percentiles.push(percentiles[i].clone());

@@ -53,10 +53,10 @@ use common::generated::{
 use common::{
     Daemon, Run, RunSpec, STALL_DEADLINE, command_line, env_or, mib, per_sec, percentile, time_at,
 };
+use quizworker_jobs::scoring::ScoreAttempt;
 use quizworker_jobs::scoring::{
     Attempt, AttemptResult, PreparedTest, Response, ResponseState, TestDef,
 };
-use quizworker_jobs::scoring_jobs::ScoreAttempt;
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
 use serde_json::json;
 

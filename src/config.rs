@@ -67,7 +67,7 @@ pub struct WorkerConfig {
     pub pause_check_interval: Duration,
 }
 
-/// The health and metrics server (`src/http.rs`): `/healthz`, `/readyz`, `/metrics`.
+/// The health and metrics server (`src/ops/http.rs`): `/healthz`, `/readyz`, `/metrics`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {

@@ -1,26 +1,25 @@
 //! quizworker: takes typed jobs off Redis, runs them, and journals their life in Postgres.
-//! A job's path through the modules: `queue` (Redis) -> `pool` (apalis workers) -> `executor`
-//! -> `handlers` -> `journal`. `cli` and `commands` are the operator's side.
+//!
+//! A job's path through the modules:
+//!
+//! ```text
+//! runtime::queue ──▶ runtime::pool ──▶ runtime::executor ──▶ families::dispatch ──▶ runtime::journal
+//!   (Redis)          (apalis workers)   (decode, attempt,     (one folder per        (Postgres: state,
+//!                                        timeout, retry)       job family)            attempts, results)
+//! ```
+//!
+//! - [`runtime`]: the path every job takes and the services around it (maintenance, the Rust
+//!   producer, batching, backoff).
+//! - [`families`]: what each kind of job does: one folder per family with its handler, its
+//!   Postgres store and its clients; the one dispatch point.
+//! - [`ops`]: what operators and their tools watch: health, metrics, the HTTP server, systemd.
+//! - [`cli`] and [`commands`]: the operator's side; [`config`]: every setting.
+//!
+//! docs/ARCHITECTURE.md draws the same path with who owns which state, and how to add a family.
 
-pub mod backoff;
-pub mod batcher;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod executor;
-pub mod export_files;
-pub mod export_store;
-pub mod handlers;
-pub mod health;
-pub mod http;
-pub mod journal;
-pub mod maintenance;
-pub mod metrics;
-pub mod pool;
-pub mod prepared_tests;
-pub mod producer;
-pub mod queue;
-pub mod report_pdf;
-pub mod score_writer;
-pub mod scoring_store;
-pub mod systemd;
+pub mod families;
+pub mod ops;
+pub mod runtime;

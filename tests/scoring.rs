@@ -161,7 +161,7 @@ fn batch_attempt(i: usize) -> (Value, &'static str) {
 async fn attempts_scored_together_are_each_stored_once_with_their_marks(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     let test = serde_json::from_value(test_v1()).unwrap();
-    quizworker::scoring_store::store_test(&env.pool, &test)
+    quizworker::families::scoring::store::store_test(&env.pool, &test)
         .await
         .unwrap();
     // Waiting when the daemon starts, the jobs run side by side and their results are written
@@ -170,7 +170,7 @@ async fn attempts_scored_together_are_each_stored_once_with_their_marks(pool: Pg
     let mut expected = Vec::new();
     for i in 0..300 {
         let (attempt, marks) = batch_attempt(i);
-        let job: quizworker_jobs::scoring_jobs::ScoreAttempt =
+        let job: quizworker_jobs::scoring::ScoreAttempt =
             serde_json::from_value(json!({"attempt": attempt})).unwrap();
         for _ in 0..if i % 10 == 0 { 2 } else { 1 } {
             producer.push(&job).await.unwrap();
@@ -329,7 +329,7 @@ async fn a_key_revised_elsewhere_is_used_by_the_next_attempt(pool: PgPool) {
     revised["key_version"] = json!(2);
     revised["sections"][0]["questions"][1]["answer"] = json!("C");
     let revised: quizworker_jobs::scoring::TestDef = serde_json::from_value(revised).unwrap();
-    quizworker::scoring_store::store_test(&env.pool, &revised)
+    quizworker::families::scoring::store::store_test(&env.pool, &revised)
         .await
         .unwrap();
 
@@ -431,7 +431,7 @@ fn the_offline_scorer_prints_the_result_or_every_problem() {
 
 #[sqlx::test]
 async fn a_batch_that_holds_an_attempt_twice_keeps_the_later_one(pool: PgPool) {
-    use quizworker::scoring_store::{ScoreRow, save_scores, store_test};
+    use quizworker::families::scoring::store::{ScoreRow, save_scores, store_test};
     use quizworker_jobs::scoring::{Attempt, PreparedTest, TestDef};
 
     let env = TestEnv::new(pool).await;
@@ -523,7 +523,7 @@ async fn statistics_stored_before_the_upgrade_read_the_same_after(pool: PgPool) 
 /// Results stored before migration 6 get the sheet a new scoring would write.
 #[sqlx::test(migrations = false)]
 async fn results_stored_before_the_sheet_column_get_their_sheet(pool: PgPool) {
-    use quizworker_jobs::results_sheet::SheetResult;
+    use quizworker_jobs::exports::results_sheet::SheetResult;
     use quizworker_jobs::scoring::{Attempt, PreparedTest, TestDef};
 
     let all = sqlx::migrate!("./migrations");

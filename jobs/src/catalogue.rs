@@ -1,74 +1,7 @@
-//! The queues and the job kinds that run on them.
+//! The list of every job kind this version knows, for code that has only a kind's name (the
+//! CLI, producers, the daemon's dispatch and metrics). A new kind is one line in [`KINDS`].
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-/// The queues of DESIGN.md. Each has its own concurrency, timeout and retry settings in the
-/// daemon's config, so one family of jobs cannot starve another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Queue {
-    Default,
-    Scoring,
-    Emails,
-    Exports,
-    Ai,
-    Indexing,
-}
-
-impl Queue {
-    pub const ALL: [Queue; 6] = [
-        Queue::Default,
-        Queue::Scoring,
-        Queue::Emails,
-        Queue::Exports,
-        Queue::Ai,
-        Queue::Indexing,
-    ];
-
-    /// The queue's name on the wire and in config.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Queue::Default => "default",
-            Queue::Scoring => "scoring",
-            Queue::Emails => "emails",
-            Queue::Exports => "exports",
-            Queue::Ai => "ai",
-            Queue::Indexing => "indexing",
-        }
-    }
-}
-
-impl fmt::Display for Queue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("unknown queue `{0}` (known queues: default, scoring, emails, exports, ai, indexing)")]
-pub struct UnknownQueue(pub String);
-
-impl FromStr for Queue {
-    type Err = UnknownQueue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Queue::ALL
-            .into_iter()
-            .find(|q| q.name() == s)
-            .ok_or_else(|| UnknownQueue(s.to_owned()))
-    }
-}
-
-/// A job kind: its stable name on the wire, the queue it runs on unless the producer says
-/// otherwise, and the type of its payload.
-pub trait JobPayload: Serialize + DeserializeOwned {
-    /// Stable across releases: producers in other languages send this string.
-    const KIND: &'static str;
-    const QUEUE: Queue;
-}
+use crate::payload::{JobPayload, Queue};
 
 /// A kind of the catalogue, for code that only has the kind's name (the CLI, producers).
 #[derive(Debug, Clone, Copy)]
@@ -94,12 +27,12 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::diag::Noop>(),
     Kind::of::<crate::diag::Sleep>(),
     Kind::of::<crate::diag::Fail>(),
-    Kind::of::<crate::scoring_jobs::ScoreAttempt>(),
-    Kind::of::<crate::scoring_jobs::RescoreTest>(),
-    Kind::of::<crate::scoring_jobs::FinalizeTest>(),
-    Kind::of::<crate::export_jobs::ExportResultsCsv>(),
-    Kind::of::<crate::export_jobs::ExportReportPdf>(),
-    Kind::of::<crate::export_jobs::ExportTestReportPdf>(),
+    Kind::of::<crate::scoring::ScoreAttempt>(),
+    Kind::of::<crate::scoring::RescoreTest>(),
+    Kind::of::<crate::scoring::FinalizeTest>(),
+    Kind::of::<crate::exports::ExportResultsCsv>(),
+    Kind::of::<crate::exports::ExportReportPdf>(),
+    Kind::of::<crate::exports::ExportTestReportPdf>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.
@@ -115,15 +48,6 @@ pub fn default_queue(kind_name: &str) -> Option<Queue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_names_round_trip() {
-        for q in Queue::ALL {
-            assert_eq!(q.name().parse::<Queue>().unwrap(), q);
-        }
-        let err = "scorng".parse::<Queue>().unwrap_err();
-        assert!(err.to_string().contains("`scorng`"));
-    }
 
     #[test]
     fn diagnostic_kinds_run_on_the_default_queue() {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{JobPayload, Queue};
+use crate::payload::{JobPayload, Queue};
 
 /// Does nothing: measures the daemon's own overhead per job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

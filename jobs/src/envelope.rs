@@ -6,7 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use ulid::Ulid;
 
-use crate::catalogue::JobPayload;
+use crate::payload::JobPayload;
 
 /// The envelope version this crate writes and the daemon reads.
 pub const ENVELOPE_VERSION: u32 = 1;

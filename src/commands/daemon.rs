@@ -9,14 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{MIGRATOR, connect_postgres, output};
 use crate::config::Config;
-use crate::executor::Executor;
-use crate::handlers::Services;
-use crate::health::Health;
-use crate::journal::Journal;
-use crate::maintenance;
-use crate::pool;
-use crate::queue::RedisQueues;
-use crate::{http, metrics, systemd};
+use crate::families::Services;
+use crate::ops::health::Health;
+use crate::ops::{http, metrics, systemd};
+use crate::runtime::executor::Executor;
+use crate::runtime::journal::Journal;
+use crate::runtime::maintenance;
+use crate::runtime::pool;
+use crate::runtime::queue::RedisQueues;
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
@@ -53,10 +53,12 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     ));
     let services = Services {
         tests: Default::default(),
-        scores: crate::score_writer::ScoreWriter::spawn(pg.clone()),
+        scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),
         pg,
         exports: config.exports.clone(),
-        fonts: Arc::new(crate::report_pdf::Fonts::new(config.exports.fonts.clone())),
+        fonts: Arc::new(crate::families::exports::pdf::Fonts::new(
+            config.exports.fonts.clone(),
+        )),
     };
     let executor = Executor::new(config.clone(), journal, redis.clone(), services);
     let sampler = tokio::spawn(metrics::sample_queues(
@@ -134,11 +136,11 @@ pub async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
         detail: "valid".to_owned(),
     }];
     let redis = async {
-        let mut conn = crate::queue::connect(config).await?;
+        let mut conn = crate::runtime::queue::connect(config).await?;
         let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
         anyhow::Ok(format!(
             "{pong} from {}",
-            crate::queue::redacted(&config.redis.url)
+            crate::runtime::queue::redacted(&config.redis.url)
         ))
     }
     .await;

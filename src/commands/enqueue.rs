@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use crate::cli::EnqueueArgs;
 use crate::config::Config;
-use crate::producer::Producer;
-use crate::queue::RedisQueues;
+use crate::runtime::producer::Producer;
+use crate::runtime::queue::RedisQueues;
 
 pub async fn enqueue(config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
     let Some(kind) = catalogue::kind(&args.kind) else {

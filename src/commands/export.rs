@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use quizworker_jobs::export_jobs::{
+use quizworker_jobs::exports::{
     CsvOptions, ExportReportPdf, ExportResultsCsv, ExportTestReportPdf,
 };
 
 use super::{connect_postgres, output};
 use crate::cli::ExportCommand;
 use crate::config::Config;
-use crate::export_files::ExportDir;
-use crate::handlers::exports;
-use crate::report_pdf::Fonts;
+use crate::families::exports;
+use crate::families::exports::files::ExportDir;
+use crate::families::exports::pdf::Fonts;
 
 pub async fn execute(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
     let pg = connect_postgres(config).await?;

@@ -8,10 +8,10 @@ use serde_json::json;
 use super::{connect_postgres, output};
 use crate::cli::JobsCommand;
 use crate::config::Config;
-use crate::executor::MALFORMED_KIND;
-use crate::journal::JobState;
-use crate::journal::store::{self, JobFilter};
-use crate::queue::RedisQueues;
+use crate::runtime::executor::MALFORMED_KIND;
+use crate::runtime::journal::JobState;
+use crate::runtime::journal::store::{self, JobFilter};
+use crate::runtime::queue::RedisQueues;
 
 pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
     match command {

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::queue::redacted;
+use crate::runtime::queue::redacted;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 

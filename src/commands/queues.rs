@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::{connect_postgres, output};
 use crate::cli::QueuesAction;
 use crate::config::Config;
-use crate::journal::store;
-use crate::queue::RedisQueues;
+use crate::runtime::journal::store;
+use crate::runtime::queue::RedisQueues;
 
 #[derive(Serialize)]
 struct QueueRow {

@@ -1,26 +1,28 @@
-//! The job handlers: one module per job family, one dispatch point. A handler sees a typed
-//! payload and a [`JobContext`], never Redis or the journal.
+//! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`), each
+//! holding its handler, its Postgres store and its clients, and [`dispatch`], the one place
+//! that maps a kind to its handler. A handler sees a typed payload, a [`JobContext`] and the
+//! [`Services`], never Redis or the journal's tables. Adding a family: docs/ARCHITECTURE.md.
 
 mod diag;
 pub mod exports;
-mod scoring;
+pub mod scoring;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
-use quizworker_jobs::export_jobs::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
-use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
+use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
+use quizworker_jobs::scoring::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::config::ExportsConfig;
-use crate::export_files::ExportDir;
-use crate::journal::Journal;
-use crate::prepared_tests::PreparedTests;
-use crate::report_pdf::Fonts;
-use crate::score_writer::ScoreWriter;
+use crate::runtime::journal::Journal;
+use exports::files::ExportDir;
+use exports::pdf::Fonts;
+use scoring::prepared_tests::PreparedTests;
+use scoring::writer::ScoreWriter;
 
 /// How an attempt failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The health and metrics server, for load balancers, orchestrators and Prometheus:
 //! `/healthz` answers 200 while the process lives, `/readyz` 200 when Redis and Postgres answer
 //! and every worker runs (else 503 and the reasons, one a line), `/metrics` the Prometheus text
-//! format of everything in `src/metrics.rs`. It starts before anything else in `run`, so that
+//! format of everything in `ops::metrics`. It starts before anything else in `run`, so that
 //! `/healthz` answers while the daemon connects and migrates.
 
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::ops::health::Health;
 
 /// The Prometheus text exposition format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -97,7 +97,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    crate::metrics::set_ready(state.health.problems().is_empty());
+    crate::ops::metrics::set_ready(state.health.problems().is_empty());
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),

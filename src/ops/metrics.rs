@@ -1,7 +1,7 @@
 //! Every metric the daemon exports, in one place (in the spirit of Oban's telemetry module):
 //! the names, which the README lists with their labels, the Prometheus recorder that keeps
 //! them, and one function per event. Other modules call these functions and never name a
-//! metric themselves. `/metrics` (`src/http.rs`) renders the recorder's handle.
+//! metric themselves. `/metrics` (`ops::http`) renders the recorder's handle.
 //!
 //! Label values come from closed sets only (queue names, the job catalogue's kinds, outcomes),
 //! so no producer can blow up the number of series: a job of an unknown kind is counted under
@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quizworker_jobs::Queue;
 
-use crate::journal::Finish;
-use crate::queue::{RedisQueues, WaitingCounts};
+use crate::runtime::journal::Finish;
+use crate::runtime::queue::{RedisQueues, WaitingCounts};
 
 /// Attempts that ended, by `queue`, `kind` and `outcome` (`completed`, `retrying`, `failed`,
 /// `interrupted`): `completed` and `failed` end the job, the other two put it back.

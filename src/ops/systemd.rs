@@ -10,7 +10,7 @@ use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::ops::health::Health;
 
 /// Tells systemd that start-up is over: Redis and Postgres answered and every worker runs.
 /// The pool calls it when it logs "quizworker ready".

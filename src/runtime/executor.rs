@@ -14,12 +14,12 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use ulid::Ulid;
 
-use crate::backoff;
 use crate::config::Config;
-use crate::handlers::{self, JobContext, JobError, Services};
-use crate::journal::{self, Finish, JobStart, Journal, StartOutcome};
-use crate::metrics::{self, AttemptMetrics};
-use crate::queue::RedisQueues;
+use crate::families::{self, JobContext, JobError, Services};
+use crate::ops::metrics::{self, AttemptMetrics};
+use crate::runtime::backoff;
+use crate::runtime::journal::{self, Finish, JobStart, Journal, StartOutcome};
+use crate::runtime::queue::RedisQueues;
 
 /// The kind recorded for a job whose envelope could not be read.
 pub const MALFORMED_KIND: &str = "(malformed)";
@@ -204,7 +204,7 @@ impl Executor {
         let timeout = self.config.queue(queue).timeout;
         let services = self.services.clone();
         let mut task = AbortOnDropHandle::new(tokio::spawn(
-            async move { handlers::dispatch(&envelope, &ctx, &services).await }
+            async move { families::dispatch(&envelope, &ctx, &services).await }
                 .instrument(tracing::Span::current()),
         ));
         match tokio::time::timeout(timeout, &mut task).await {

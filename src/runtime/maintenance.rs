@@ -14,8 +14,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::journal::store::{self, Retention};
-use crate::queue::RedisQueues;
+use crate::runtime::journal::store::{self, Retention};
+use crate::runtime::queue::RedisQueues;
 
 /// The advisory lock's key: "quizwork" in ASCII.
 const LOCK_KEY: i64 = 0x7175_697a_776f_726b;

@@ -27,12 +27,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::executor::Executor;
-use crate::health::Health;
-use crate::queue::{self, RedisQueues};
+use crate::ops::health::Health;
+use crate::runtime::executor::Executor;
+use crate::runtime::queue::{self, RedisQueues};
 
 /// Hands apalis the bytes stored in Redis untouched: decoding is the executor's, so a payload
-/// that is not even JSON fails as one job instead of killing the worker (shared/notes trap 1).
+/// that is not even JSON fails as one job instead of killing the worker (docs/ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy)]
 struct RawBytes;
 
@@ -83,7 +83,7 @@ struct Shared {
     redis: RedisQueues,
     health: Arc<Health>,
     /// Unique per process, so a restart is never refused as "still active" and a dead
-    /// process' jobs are recognised as orphans (shared/notes traps 3 and 6).
+    /// process' jobs are recognised as orphans (docs/ARCHITECTURE.md).
     process_name: String,
     /// Each queue's current worker: its name, its context, and the sender that wakes it.
     current: Mutex<HashMap<Queue, Current>>,
@@ -142,7 +142,7 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(",");
         tracing::info!(worker = %shared.process_name, queues = %names, "quizworker ready");
-        crate::systemd::ready(&format!("running queues {names}"));
+        crate::ops::systemd::ready(&format!("running queues {names}"));
         std::future::pending::<()>().await;
     };
 
@@ -265,7 +265,7 @@ async fn supervise(
             Ok(()) => "it stopped by itself".to_owned(),
             Err(e) => e.to_string(),
         };
-        crate::metrics::worker_died(queue);
+        crate::ops::metrics::worker_died(queue);
         let now = Instant::now();
         // apalis kills a worker that acknowledges a job twice. That happens only when one job
         // was delivered twice, which a Redis that lost its data and the jobs put back after it
@@ -311,7 +311,7 @@ async fn build_worker(
         .batch_size(config.worker.fetch_batch)
         .heartbeat_interval(config.worker.heartbeat_interval)
         .missed_heartbeats(config.worker.missed_heartbeats as usize)
-        // Its per-task locking makes throughput fall as the backlog grows (trap 10).
+        // Its per-task locking makes throughput fall as the backlog grows (docs/ARCHITECTURE.md).
         .lock_tasks(false)
         .persist_results(true)
         .emit_events(false);
@@ -353,8 +353,6 @@ async fn hand_back(redis: &RedisQueues, queue: Queue, worker: &str) {
     }
 }
 
-/// Wakes a queue's worker when a producer publishes that a job is ready, so a new job starts
-/// within milliseconds instead of at the next poll.
 /// Wakes a queue's worker when a producer publishes that a job is ready, so a new job starts
 /// within milliseconds instead of at the next poll.
 async fn wake_on_publish(shared: Arc<Shared>, channels: HashMap<String, Queue>) {

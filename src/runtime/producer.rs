@@ -7,8 +7,8 @@ use quizworker_jobs::{Envelope, JobPayload, Queue};
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::journal::store;
-use crate::queue::{Enqueued, RedisQueues};
+use crate::runtime::journal::store;
+use crate::runtime::queue::{Enqueued, RedisQueues};
 
 #[derive(Clone)]
 pub struct Producer {

@@ -96,12 +96,12 @@ impl TestEnv {
     }
 
     /// The Rust producer API, on this test's Redis and database.
-    pub async fn producer(&self) -> quizworker::producer::Producer {
+    pub async fn producer(&self) -> quizworker::runtime::producer::Producer {
         let config = self.config();
-        let redis = quizworker::queue::RedisQueues::connect(&config)
+        let redis = quizworker::runtime::queue::RedisQueues::connect(&config)
             .await
             .expect("connect to Redis");
-        quizworker::producer::Producer::new(&config, redis, self.pool.clone())
+        quizworker::runtime::producer::Producer::new(&config, redis, self.pool.clone())
     }
 
     /// The Redis queue name of a queue in this test.

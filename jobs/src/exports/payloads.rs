@@ -1,10 +1,10 @@
 //! The payloads of the `export.*` jobs. They read what the `score.*` jobs stored and write
 //! files into the daemon's export directory; the pure part of building a result sheet is in
-//! [`crate::results_sheet`].
+//! [`crate::exports::results_sheet`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{JobPayload, Queue};
+use crate::payload::{JobPayload, Queue};
 
 /// Writes a CSV result sheet of a test: one row per scored attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,13 +1,13 @@
 //! A test's result sheet, cell by cell: the header and one record per attempt, with text that a
 //! spreadsheet could take for a formula neutralised. The CSV quoting (RFC 4180) and the file are
-//! the daemon's (`src/handlers/exports.rs`); nothing here does I/O.
+//! the daemon's (`src/families/exports/`); nothing here does I/O.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::export_jobs::CsvOptions;
+use crate::exports::CsvOptions;
 use crate::scoring::{AttemptResult, Counts, Marks};
 
 /// The part of a result that a sheet shows, stored beside the whole result
@@ -176,7 +176,7 @@ const FORMULA_TRIGGERS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\n'];
 /// `=HYPERLINK(...)` shows as written instead of running. Other text is returned as it is.
 ///
 /// ```
-/// use quizworker_jobs::results_sheet::neutralise;
+/// use quizworker_jobs::exports::results_sheet::neutralise;
 /// assert_eq!(neutralise("=1+2"), "'=1+2");
 /// assert_eq!(neutralise("Asha, \"A\""), "Asha, \"A\"");
 /// ```

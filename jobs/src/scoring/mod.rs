@@ -26,6 +26,7 @@
 mod analytics;
 mod decimal;
 mod marks;
+mod payloads;
 mod prepared;
 mod response;
 mod result;
@@ -49,6 +50,7 @@ pub use analytics::{
 };
 pub use decimal::{Rounding, RoundingMode};
 pub use marks::{Marks, MarksError, RoundedDecimal};
+pub use payloads::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 pub use prepared::{MAX_OPTIONS, PreparedTest, QuestionInfo};
 pub use response::{Answer, Attempt, Response, ResponseState};
 pub use result::{

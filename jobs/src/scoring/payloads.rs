@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::catalogue::{JobPayload, Queue};
+use crate::payload::{JobPayload, Queue};
 use crate::scoring::{Attempt, TestDef};
 
 /// Scores one attempt and stores its result (replacing an earlier result of the same attempt),

@@ -1,22 +1,22 @@
-//! Handlers of the `export.*` jobs: read the scoring tables (`export_store`), build the file with
-//! the pure parts of `quizworker_jobs`, write it into the export directory (`export_files`).
+//! Handlers of the `export.*` jobs: read the scoring tables (`store`), build the file with
+//! the pure parts of `quizworker_jobs`, write it into the export directory (`files`).
 //! The CLI's `quizworker export ...` calls the same functions without the daemon.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use quizworker_jobs::export_jobs::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
-use quizworker_jobs::results_sheet::{ResultsSheet, SheetRow};
+use quizworker_jobs::exports::results_sheet::{ResultsSheet, SheetRow};
+use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use super::JobError;
-use crate::export_files::{ExportDir, WrittenFile};
-use crate::export_store;
-use crate::report_pdf::{self, Fonts, ReportCard};
-use crate::scoring_store;
+use super::files::{ExportDir, WrittenFile};
+use super::pdf::{self as report_pdf, Fonts, ReportCard};
+use super::store as export_store;
+use crate::families::JobError;
+use crate::families::scoring::store as scoring_store;
 
 /// Where a handler reports progress: the job's journal entry, or nothing on the command line.
 pub type Progress<'a> = &'a (dyn Fn(u8, String) + Send + Sync);
@@ -186,7 +186,7 @@ async fn write_pdf(
 /// The blocking half of a CSV export: RFC 4180 records (quoted only where needed, CRLF line
 /// ends) into the atomic file, committed once the reader says every row came.
 fn write_sheet(
-    mut file: crate::export_files::AtomicFile,
+    mut file: crate::families::exports::files::AtomicFile,
     sheet: &ResultsSheet,
     mut rx: mpsc::Receiver<Batch>,
 ) -> io::Result<(WrittenFile, u64)> {

@@ -1,6 +1,6 @@
 //! PDF report cards and test reports with printpdf: page layout (text placed cell by cell, rules and bars drawn
 //! as vectors, tables carried over pages with their header repeated) and the choice of a font
-//! for every run of text from the configured list. Builds bytes; the file is `export_files`'.
+//! for every run of text from the configured list. Builds bytes; the file is `files`'.
 //!
 //! Fonts are parsed once per process and embedded as subsets of the glyphs a document uses
 //! (printpdf's `text_layout` feature). Embedded whole, they made a 3-page card 390 KB (DejaVu

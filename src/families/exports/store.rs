@@ -1,16 +1,16 @@
-//! What the `export.*` jobs read from the scoring tables (`scoring_store` writes them): a test's
+//! What the `export.*` jobs read from the scoring tables (`families::scoring::store` writes them): a test's
 //! results as a stream of sheet rows, in rank order, and one attempt's result for its report
 //! card.
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use quizworker_jobs::results_sheet::{SheetResult, SheetRow};
+use quizworker_jobs::exports::results_sheet::{SheetResult, SheetRow};
 use quizworker_jobs::scoring::{AttemptResult, TestDef};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::report_pdf::Statistics;
-use crate::scoring_store::StoreError;
+use super::pdf::Statistics;
+use crate::families::scoring::store::StoreError;
 
 /// How many results a test has.
 pub async fn count_results(pg: &PgPool, test_id: &str) -> Result<i64, StoreError> {

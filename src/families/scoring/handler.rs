@@ -1,13 +1,13 @@
 //! Handlers of the `score.*` jobs: the pure scoring of `quizworker_jobs::scoring`, with tests
-//! from `prepared_tests` and results stored by `score_writer` (one attempt) or `scoring_store`
+//! from `prepared_tests` and results stored by `writer` (one attempt) or `store`
 //! (pages of a test's attempts).
 
 use quizworker_jobs::scoring::{Attempt, TestAnalytics};
-use quizworker_jobs::scoring_jobs::{FinalizeTest, RescoreTest, SubmittedAttempt};
+use quizworker_jobs::scoring::{FinalizeTest, RescoreTest, SubmittedAttempt};
 use serde_json::{Value, json};
 
-use super::{JobContext, JobError, Services};
-use crate::scoring_store::{self, Saved, ScoreRow, StoreError};
+use super::store::{self, Saved, ScoreRow, StoreError};
+use crate::families::{JobContext, JobError, Services};
 
 /// Attempts read, scored and written per round trip by a rescore or a finalization.
 const PAGE: i64 = 500;
@@ -94,11 +94,11 @@ pub async fn rescore_test(
         }
     };
     let test_id = test.test_id().to_owned();
-    let total = scoring_store::count_attempts(pg, &test_id).await?;
+    let total = store::count_attempts(pg, &test_id).await?;
     let (mut done, mut failed) = (0i64, Vec::new());
     let mut after = String::new();
     loop {
-        let page = scoring_store::attempts_page(pg, &test_id, &after, PAGE).await?;
+        let page = store::attempts_page(pg, &test_id, &after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.attempt_id.clone();
         done += page.len() as i64;
@@ -114,7 +114,7 @@ pub async fn rescore_test(
                 Err(e) => failed.push(format!("{}: {e}", stored.attempt_id)),
             }
         }
-        scoring_store::save_scores(pg, &rows).await?;
+        store::save_scores(pg, &rows).await?;
         ctx.progress(
             percent(done, total),
             format!("rescored {done} of {total} attempts"),
@@ -142,12 +142,12 @@ pub async fn finalize_test(
 ) -> Result<Value, JobError> {
     let pg = &services.pg;
     let test = services.tests.stored(pg, &job.test_id, None).await?;
-    let total = scoring_store::count_attempts(pg, &job.test_id).await?;
+    let total = store::count_attempts(pg, &job.test_id).await?;
     let mut analytics = TestAnalytics::new(&test);
     let (mut read, mut problems) = (0i64, Vec::new());
     let mut after = String::new();
     loop {
-        let page = scoring_store::results_page(pg, &job.test_id, &after, PAGE).await?;
+        let page = store::results_page(pg, &job.test_id, &after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.attempt_id.clone();
         for result in &page {
@@ -174,7 +174,7 @@ pub async fn finalize_test(
         .finish()
         .map_err(|e| JobError::Permanent(e.to_string()))?;
     for (i, chunk) in finalized.standings.chunks(PAGE as usize).enumerate() {
-        scoring_store::save_standings(pg, chunk).await?;
+        store::save_standings(pg, chunk).await?;
         let written = (i * PAGE as usize + chunk.len()) as i64;
         ctx.progress(
             50 + percent(written, read) / 2,
@@ -183,7 +183,7 @@ pub async fn finalize_test(
     }
     let statistics = serde_json::to_value(&finalized.statistics)
         .map_err(|e| JobError::Permanent(format!("statistics do not serialize: {e}")))?;
-    scoring_store::save_report(
+    store::save_report(
         pg,
         &job.test_id,
         test.key_version(),

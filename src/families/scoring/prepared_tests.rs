@@ -1,13 +1,13 @@
 //! Prepared tests kept between jobs. Every `score.attempt` of a live test names the same test;
 //! reading its definition from Postgres and preparing it again for each attempt cost 30 times
 //! the scoring itself (benches/scoring.rs). Entries are keyed by test and key version, and a
-//! key version never changes once stored (`scoring_store::store_test` refuses a different
+//! key version never changes once stored (`store::store_test` refuses a different
 //! definition under a stored version), so an entry never goes stale.
 //!
 //! Which key version of a test is the newest is kept too, and may go stale: a key revised by
 //! another job or process. Postgres is asked the first time; after that the score writer, which
 //! checks every result against the newest version as it stores it, tells the job when a newer
-//! one exists (`scoring_store::Saved::Stale`), and the job scores again and tells us.
+//! one exists (`store::Saved::Stale`), and the job scores again and tells us.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,8 +16,8 @@ use lru::LruCache;
 use quizworker_jobs::scoring::{PreparedTest, TestDef};
 use sqlx::PgPool;
 
-use crate::handlers::JobError;
-use crate::scoring_store;
+use super::store;
+use crate::families::JobError;
 
 /// Tests kept at once. A prepared 90-question test is tens of KB; a platform runs few tests at
 /// the same moment, and the least recently used one goes first.
@@ -49,7 +49,7 @@ impl PreparedTests {
         }
         // Prepare before storing, so a test that does not hold together is never stored.
         let prepared = prepare(def)?;
-        scoring_store::store_test(pg, prepared.definition()).await?;
+        store::store_test(pg, prepared.definition()).await?;
         self.learned_newest(prepared.test_id(), prepared.key_version());
         Ok(self.insert(prepared))
     }
@@ -75,7 +75,7 @@ impl PreparedTests {
         let version = match key_version {
             Some(version) => version,
             None => {
-                let newest = scoring_store::newest_key_version(pg, test_id)
+                let newest = store::newest_key_version(pg, test_id)
                     .await?
                     .ok_or_else(|| {
                         JobError::Permanent(format!(
@@ -89,7 +89,7 @@ impl PreparedTests {
         if let Some(known) = self.get(test_id, version) {
             return Ok(known);
         }
-        let def = scoring_store::load_test(pg, test_id, Some(version))
+        let def = store::load_test(pg, test_id, Some(version))
             .await?
             .ok_or_else(|| {
                 JobError::Permanent(format!(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use quizworker_jobs::results_sheet::SheetResult;
+use quizworker_jobs::exports::results_sheet::SheetResult;
 use quizworker_jobs::scoring::{AttemptResult, Standing, TestDef};
 use serde_json::Value;
 use sqlx::PgPool;

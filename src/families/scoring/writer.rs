@@ -3,13 +3,13 @@
 //! cost Postgres more than everything else the job did; batched, the statements and the commit
 //! are shared by every job that finished scoring meanwhile. A job waits for its own result to
 //! be committed before it completes. Each batch also checks which key version of its tests is
-//! the newest (`scoring_store::save_current_scores`), so a job learns that a test's key was
+//! the newest (`store::save_current_scores`), so a job learns that a test's key was
 //! revised without asking Postgres itself.
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::scoring_store::{self, Saved, ScoreRow, StoreError};
+use super::store::{self, Saved, ScoreRow, StoreError};
 
 /// Results written in one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -45,7 +45,7 @@ impl ScoreWriter {
 }
 
 async fn run(pg: PgPool, rx: mpsc::Receiver<(ScoreRow, Reply)>) {
-    crate::batcher::run(rx, MAX_BATCH, CONCURRENT_BATCHES, |items| {
+    crate::runtime::batcher::run(rx, MAX_BATCH, CONCURRENT_BATCHES, |items| {
         let pg = pg.clone();
         async move { write(&pg, items).await }
     })
@@ -56,7 +56,7 @@ async fn run(pg: PgPool, rx: mpsc::Receiver<(ScoreRow, Reply)>) {
 /// connection), each row is written alone, so one bad row fails only its own job.
 async fn write(pg: &PgPool, items: Vec<(ScoreRow, Reply)>) {
     let (rows, replies): (Vec<ScoreRow>, Vec<Reply>) = items.into_iter().unzip();
-    match scoring_store::save_current_scores(pg, &rows).await {
+    match store::save_current_scores(pg, &rows).await {
         Ok(saved) => {
             for (reply, saved) in replies.into_iter().zip(saved) {
                 let _ = reply.send(Ok(saved));
@@ -65,7 +65,7 @@ async fn write(pg: &PgPool, items: Vec<(ScoreRow, Reply)>) {
         Err(StoreError::Database(sqlx::Error::Database(e))) if rows.len() > 1 => {
             tracing::warn!(error = %e, rows = rows.len(), "score batch refused; writing its rows one by one");
             for (row, reply) in rows.into_iter().zip(replies) {
-                let outcome = scoring_store::save_current_scores(pg, std::slice::from_ref(&row))
+                let outcome = store::save_current_scores(pg, std::slice::from_ref(&row))
                     .await
                     .map(|saved| saved.into_iter().next().expect("one answer per row"));
                 let _ = reply.send(outcome);

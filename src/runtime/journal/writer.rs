@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::JobState;
-use crate::health::Health;
-use crate::metrics;
+use crate::ops::health::Health;
+use crate::ops::metrics;
 
 /// What the journal needs to know when an attempt starts.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ async fn run_writer(
     max_batch: usize,
     health: Arc<Health>,
 ) {
-    crate::batcher::run(rx, max_batch, CONCURRENT_BATCHES, |commands| {
+    crate::runtime::batcher::run(rx, max_batch, CONCURRENT_BATCHES, |commands| {
         let (pool, health) = (pool.clone(), health.clone());
         async move { write_with_retry(&pool, commands, &health).await }
     })

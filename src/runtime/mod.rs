@@ -1,0 +1,13 @@
+//! The path every job takes, whatever its family: `queue` (Redis) -> `pool` (apalis workers)
+//! -> `executor` (one attempt: decode, journal the start, run the handler, decide, journal the
+//! end) -> `journal` (Postgres). Around it: `maintenance` (recovery, retention, trimming),
+//! `producer` (enqueueing from Rust), `batcher` (group commit) and `backoff` (retry waits).
+
+pub mod backoff;
+pub mod batcher;
+pub mod executor;
+pub mod journal;
+pub mod maintenance;
+pub mod pool;
+pub mod producer;
+pub mod queue;
