@@ -16,6 +16,7 @@ use crate::runtime::executor::Executor;
 use crate::runtime::journal::Journal;
 use crate::runtime::maintenance;
 use crate::runtime::pool;
+use crate::runtime::process::Process;
 use crate::runtime::queue::RedisQueues;
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -45,6 +46,17 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
             .context("could not apply migrations")?;
     }
     let redis = RedisQueues::connect(&config).await?;
+    // The lease lasts as long as apalis waits before it takes a silent worker's jobs back.
+    let process = Process::new(config.worker.heartbeat_interval * config.worker.missed_heartbeats);
+    process
+        .register(&pg)
+        .await
+        .context("could not register this process in Postgres")?;
+    let lease = tokio::spawn(
+        process
+            .clone()
+            .keep_alive(pg.clone(), config.worker.heartbeat_interval),
+    );
     let (journal, writer) = Journal::spawn(pg.clone(), config.journal.max_batch, health.clone());
     let upkeep = tokio::spawn(maintenance::run_periodically(
         config.clone(),
@@ -54,13 +66,19 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     let services = Services {
         tests: Default::default(),
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),
-        pg,
+        pg: pg.clone(),
         exports: config.exports.clone(),
         fonts: Arc::new(crate::families::exports::pdf::Fonts::new(
             config.exports.fonts.clone(),
         )),
     };
-    let executor = Executor::new(config.clone(), journal, redis.clone(), services);
+    let executor = Executor::new(
+        config.clone(),
+        journal,
+        redis.clone(),
+        services,
+        process.clone(),
+    );
     let sampler = tokio::spawn(metrics::sample_queues(
         redis.clone(),
         queues.clone(),
@@ -72,7 +90,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         systemd::stopping();
         stopping.cancel();
     };
-    let result = pool::run(config, executor, redis, health, &queues, shutdown).await;
+    let result = pool::run(config, executor, redis, health, &process, &queues, shutdown).await;
     sampler.abort();
     upkeep.abort();
     // The writer ends when the last handle is gone, after its final batch; a handler abandoned
@@ -82,6 +100,11 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("the journal writer did not finish in time");
+    }
+    // Every attempt of this process has ended or been recorded as interrupted by now.
+    lease.abort();
+    if let Err(e) = process.deregister(&pg).await {
+        tracing::warn!(error = %e, "could not give up this process' lease; it runs out by itself");
     }
     if let Some(watchdog) = watchdog {
         watchdog.abort();

@@ -252,11 +252,14 @@ async fn retry(
             Some(_) => retryable.push(id.clone()),
         }
     }
-    for job in store::mark_for_retry(&pool, &retryable).await? {
+    // Pushed before the commit: see `store::mark_for_retry`.
+    let mut tx = pool.begin().await?;
+    for job in store::mark_for_retry(&mut tx, &retryable).await? {
         let (queue, envelope) = job.envelope()?;
         redis.requeue(queue, &envelope, None).await?;
         report.retried.push(job.id);
     }
+    tx.commit().await?;
 
     if json {
         output::print_json(&report)?;

@@ -2,13 +2,13 @@
 //! the attempt's start, run the handler under its timeout, turn the outcome into a state
 //! (completed, retrying after a backoff, failed), record it, and schedule the retry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
@@ -19,6 +19,8 @@ use crate::families::{self, JobContext, JobError, Services};
 use crate::ops::metrics::{self, AttemptMetrics};
 use crate::runtime::backoff;
 use crate::runtime::journal::{self, Finish, JobStart, Journal, StartOutcome};
+use crate::runtime::maintenance;
+use crate::runtime::process::{Process, STALE_MARGIN};
 use crate::runtime::queue::RedisQueues;
 
 /// The kind recorded for a job whose envelope could not be read.
@@ -30,10 +32,39 @@ pub struct Executor {
     journal: Journal,
     queues: RedisQueues,
     services: Arc<Services>,
+    process: Process,
     /// Every job task of this process, so that shutdown can stop the ones it abandons.
     tasks: Arc<Mutex<JoinSet<()>>>,
-    /// Attempts under way in this process, so that shutdown can record the ones it abandons.
-    running: Arc<Mutex<HashMap<String, u32>>>,
+    /// Jobs under way in this process, by id: a second delivery of one of them is not run,
+    /// a dead worker's jobs that still run are not handed back, and shutdown records the
+    /// attempts it abandons.
+    running: Arc<Mutex<HashMap<String, RunningJob>>>,
+    /// Told whenever a job of this process ends.
+    ended: Arc<Notify>,
+}
+
+struct RunningJob {
+    /// The worker that took it off Redis (its id is in that worker's in-flight set).
+    worker: String,
+    /// Its attempt, once the journal has recorded the start.
+    attempt: Option<u32>,
+}
+
+/// Takes a job out of the running set when its task ends, also when the task is aborted.
+struct RunningGuard {
+    id: String,
+    running: Arc<Mutex<HashMap<String, RunningJob>>>,
+    ended: Arc<Notify>,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        self.ended.notify_waiters();
+    }
 }
 
 impl Executor {
@@ -42,32 +73,99 @@ impl Executor {
         journal: Journal,
         queues: RedisQueues,
         services: Services,
+        process: Process,
     ) -> Self {
         Executor {
             config,
             journal,
             queues,
             services: Arc::new(services),
+            process,
             tasks: Arc::default(),
             running: Arc::default(),
+            ended: Arc::default(),
         }
     }
 
     /// Runs one job in a task of its own and waits for it. If the caller goes away (the
     /// worker died with Redis), the job still finishes and its outcome reaches the journal;
-    /// only [`Executor::interrupt_running`] stops it.
+    /// only [`Executor::interrupt_running`] stops it. A job already under way in this process
+    /// is not run again beside itself.
     pub async fn run(&self, queue: Queue, worker: String, id: String, raw: Vec<u8>) {
+        let guard = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(first) = running.get(&id) {
+                tracing::warn!(job = %id, %queue, first_worker = %first.worker,
+                    "a second delivery of a job that is running in this process; not run");
+                return;
+            }
+            running.insert(
+                id.clone(),
+                RunningJob {
+                    worker: worker.clone(),
+                    attempt: None,
+                },
+            );
+            RunningGuard {
+                id: id.clone(),
+                running: self.running.clone(),
+                ended: self.ended.clone(),
+            }
+        };
         let (done, finished) = oneshot::channel();
         let executor = self.clone();
         {
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             while tasks.try_join_next().is_some() {}
             tasks.spawn(async move {
+                let _guard = guard;
                 executor.execute(queue, &worker, &id, &raw).await;
                 let _ = done.send(());
             });
         }
         let _ = finished.await;
+    }
+
+    /// The ids of the jobs that `worker` took and that are still under way in this process.
+    pub fn running_of(&self, worker: &str) -> HashSet<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, job)| job.worker == worker)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Told whenever a job of this process ends. Enable a `notified()` future before looking
+    /// at [`Executor::is_running`], or an end in between is missed.
+    pub fn job_ended(&self) -> Arc<Notify> {
+        self.ended.clone()
+    }
+
+    /// Waits until no job runs in this process.
+    pub async fn until_idle(&self) {
+        loop {
+            let notified = self.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Runs one job. Every outcome, bad input included, ends up in the journal; nothing here
@@ -98,8 +196,10 @@ impl Executor {
                     .unwrap_or(self.config.queue(queue).max_attempts),
                 created_at: envelope.created_at,
                 worker: worker.to_owned(),
+                process: self.process.name().to_owned(),
+                stale_after: self.stale_after(queue),
             },
-            Err(_) => malformed_start(queue, worker, id, raw),
+            Err(_) => self.malformed_start(queue, worker, id, raw),
         };
 
         let (attempt, max_attempts) = match self.journal.start(start).await {
@@ -107,6 +207,22 @@ impl Executor {
                 attempt,
                 max_attempts,
             }) => (attempt, max_attempts),
+            Ok(StartOutcome::Skip(journal::JobState::Running)) => {
+                tracing::warn!(job = id, %queue,
+                    "a second delivery of a job that runs in another live process; not run");
+                // Its process may have died just now, its lease not yet run out: this delivery
+                // is dropped, so someone must put the job back if so. Not pushed again here: a
+                // copy reaching the live process' own worker would break its acknowledgement.
+                tokio::spawn(maintenance::watch_beside(
+                    self.config.clone(),
+                    self.services.pg.clone(),
+                    self.queues.clone(),
+                    queue,
+                    id.to_owned(),
+                    self.process.lease(),
+                ));
+                return;
+            }
             Ok(StartOutcome::Skip(state)) => {
                 tracing::info!(job = id, %queue, %state, "not running a job that is already {state}");
                 return;
@@ -151,10 +267,14 @@ impl Executor {
             return;
         }
 
-        self.running
+        if let Some(job) = self
+            .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), attempt);
+            .get_mut(&id)
+        {
+            job.attempt = Some(attempt);
+        }
         let measured = AttemptMetrics::start(queue, &envelope.kind);
         let outcome = self
             .run_handler(queue, envelope, attempt, max_attempts)
@@ -179,10 +299,6 @@ impl Executor {
         {
             tracing::error!(error = %e, "could not schedule the retry in Redis; the journal still has it as retrying");
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
     }
 
     /// The handler runs in its own task: a panic is caught there, and a CPU-heavy job does not
@@ -273,40 +389,76 @@ impl Executor {
     /// Stops every job still running and records its attempt as interrupted (the job back to
     /// queued). Called at shutdown once the wait for running jobs is over.
     pub async fn interrupt_running(&self) -> usize {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .abort_all();
+        // Read before the tasks are stopped: a stopped task takes its job out of the set.
         let running: Vec<(String, u32)> = self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain()
+            .iter()
+            .filter_map(|(id, job)| job.attempt.map(|attempt| (id.clone(), attempt)))
             .collect();
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
         for (id, attempt) in &running {
             self.record(id, *attempt, Finish::Interrupted).await;
         }
         running.len()
     }
-}
 
-/// The journal entry of a job whose envelope cannot be read: the raw text kept for the
-/// operator, one attempt allowed.
-fn malformed_start(queue: Queue, worker: &str, id: &str, raw: &[u8]) -> JobStart {
-    let payload = serde_json::from_slice::<Value>(raw)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
-    let created_at = id
-        .parse::<Ulid>()
-        .map(|ulid| DateTime::<Utc>::from(ulid.datetime()))
-        .unwrap_or_else(|_| Utc::now());
-    JobStart {
-        id: id.to_owned(),
-        queue: queue.to_string(),
-        kind: MALFORMED_KIND.to_owned(),
-        payload: journal::json_text(&payload.to_string()),
-        idempotency_key: None,
-        max_attempts: 1,
-        created_at,
-        worker: worker.to_owned(),
+    /// Records as failed a job that Redis holds in a form no worker can take (an entry without
+    /// its payload, metadata apalis cannot read, an id not in canonical form): `raw` is what
+    /// Redis had of it, if anything. A job the journal has finished, or that runs, is left as
+    /// it is.
+    pub async fn fail_unreadable(
+        &self,
+        queue: Queue,
+        worker: &str,
+        id: &Ulid,
+        raw: &[u8],
+        reason: &str,
+    ) {
+        let id = id.to_string();
+        let start = self.malformed_start(queue, worker, &id, raw);
+        match self.journal.start(start).await {
+            Ok(StartOutcome::Run { attempt, .. }) => {
+                metrics::failed_without_running(queue, MALFORMED_KIND);
+                let error = journal::sanitize_text(reason);
+                self.record(&id, attempt, Finish::Failed { error }).await;
+            }
+            Ok(StartOutcome::Skip(_)) => {}
+            Err(e) => {
+                tracing::error!(job = %id, %queue, error = %e, "could not journal an unreadable job");
+            }
+        }
+    }
+
+    /// How long after its start an attempt of this queue cannot still be running.
+    fn stale_after(&self, queue: Queue) -> std::time::Duration {
+        self.config.queue(queue).timeout + STALE_MARGIN
+    }
+
+    /// The journal entry of a job whose envelope cannot be read: the raw text kept for the
+    /// operator, one attempt allowed.
+    fn malformed_start(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) -> JobStart {
+        let payload = serde_json::from_slice::<Value>(raw)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
+        let created_at = id
+            .parse::<Ulid>()
+            .map(|ulid| DateTime::<Utc>::from(ulid.datetime()))
+            .unwrap_or_else(|_| Utc::now());
+        JobStart {
+            id: id.to_owned(),
+            queue: queue.to_string(),
+            kind: MALFORMED_KIND.to_owned(),
+            payload: journal::json_text(&payload.to_string()),
+            idempotency_key: None,
+            max_attempts: 1,
+            created_at,
+            worker: worker.to_owned(),
+            process: self.process.name().to_owned(),
+            stale_after: self.stale_after(queue),
+        }
     }
 }

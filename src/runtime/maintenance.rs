@@ -2,8 +2,9 @@
 //! - recovery: jobs the journal says are waiting (or stale in `running`) but Redis no longer
 //!   holds, after a restart without persistence or a failover, go back to Redis;
 //! - retention: finished jobs older than their state's retention leave the journal;
-//! - trimming: Redis forgets finished jobs' payloads and metadata, and apalis' set of
-//!   acknowledged ids is emptied, so Redis memory stays flat however long the daemon runs.
+//! - trimming: Redis forgets finished jobs' payloads and metadata, apalis' set of
+//!   acknowledged ids is emptied and the metadata of dead workers deleted, so Redis memory
+//!   stays flat however long the daemon runs; the journal forgets processes long dead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::runtime::journal::store::{self, Retention};
+use crate::runtime::process::{self, STALE_MARGIN};
 use crate::runtime::queue::RedisQueues;
 
 /// The advisory lock's key: "quizwork" in ASCII.
@@ -25,9 +27,6 @@ const PAGE: i64 = 1000;
 /// with everything at once could run for minutes on a slow database while the next pass waits;
 /// bounded, passes stay short and regular, and what is left goes in the next one.
 const PAGES_PER_PASS: usize = 50;
-/// A running job is stale when its attempt started this long after the queue's timeout: its
-/// handler has been stopped by then, wherever it ran.
-const STALE_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Report {
@@ -85,10 +84,12 @@ pub async fn run_once(
         report.recovered += recover(config, pg, redis, queue).await?;
         if full {
             report.trimmed += trim(pg, redis, queue).await?;
+            redis.forget_dead_workers(queue).await?;
         }
     }
     if full {
         report.pruned = prune(config, pg, redis).await?;
+        process::forget_dead(pg).await?;
     }
     lock.commit().await?;
     Ok(Some(report))
@@ -113,12 +114,27 @@ async fn recover(
         let Some(last) = candidates.last() else {
             break;
         };
-        after = last.id.clone();
+        after = last.job.id.clone();
         if in_redis.is_none() {
             in_redis = Some(redis.ids_in_redis(queue).await?);
         }
         let present = in_redis.as_ref().expect("read above");
-        for job in candidates.iter().filter(|job| !present.contains(&job.id)) {
+        let missing: Vec<&store::RecoveryCandidate> = candidates
+            .iter()
+            .filter(|c| !present.contains(&c.job.id))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        // Only jobs unchanged since the journal was read, held until pushed: a job that a
+        // retry pushes meanwhile, or that a worker took and ended, is not pushed again.
+        let mut tx = pg.begin().await?;
+        let unchanged: HashSet<String> = store::lock_unchanged(&mut tx, &missing)
+            .await?
+            .into_iter()
+            .collect();
+        for candidate in missing.iter().filter(|c| unchanged.contains(&c.job.id)) {
+            let job = &candidate.job;
             let (queue, envelope) = job.envelope()?;
             let run_at = match job.state.as_str() {
                 "scheduled" | "retrying" => job.scheduled_at,
@@ -127,11 +143,73 @@ async fn recover(
             redis.requeue(queue, &envelope, run_at).await?;
             recovered += 1;
         }
+        tx.commit().await?;
     }
     if recovered > 0 {
         tracing::warn!(%queue, recovered, "put back in Redis jobs it had lost");
     }
     Ok(recovered)
+}
+
+/// Watches a job that a second delivery found running in another live process, until that
+/// attempt ends or its process dies: then, if Redis no longer holds the job (the skipped
+/// delivery was acknowledged), it goes back, as a recovery pass would put it. Without this the
+/// job would wait for the next pass when its process died just before the delivery, whose
+/// lease had not yet run out.
+pub async fn watch_beside(
+    config: Arc<Config>,
+    pg: PgPool,
+    redis: RedisQueues,
+    queue: Queue,
+    id: String,
+    lease: Duration,
+) {
+    let stale_after = config.queue(queue).timeout + STALE_MARGIN;
+    let give_up = tokio::time::Instant::now() + stale_after + lease;
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(lease).await;
+        match put_back_if_orphaned(&pg, &redis, &id, stale_after).await {
+            Ok(Watch::StillRunning) => {}
+            Ok(Watch::Over) => return,
+            Err(e) => tracing::warn!(job = %id, error = format!("{e:#}"),
+                "could not check on a job running in another process; trying again"),
+        }
+    }
+}
+
+enum Watch {
+    StillRunning,
+    Over,
+}
+
+async fn put_back_if_orphaned(
+    pg: &PgPool,
+    redis: &RedisQueues,
+    id: &str,
+    stale_after: Duration,
+) -> anyhow::Result<Watch> {
+    let Some(watched) = store::watched_job(pg, id, stale_after).await? else {
+        return Ok(Watch::Over);
+    };
+    if watched.runs_in_live_process {
+        return Ok(Watch::StillRunning);
+    }
+    let job = &watched.candidate.job;
+    let (queue, envelope) = job.envelope()?;
+    if job.state != "running" || redis.holds(queue, id).await? {
+        // Ended, or in Redis to be delivered again: nothing to put back.
+        return Ok(Watch::Over);
+    }
+    let mut tx = pg.begin().await?;
+    if !store::lock_unchanged(&mut tx, &[&watched.candidate])
+        .await?
+        .is_empty()
+    {
+        redis.requeue(queue, &envelope, None).await?;
+        tracing::warn!(job = %id, %queue, "put back in Redis a job whose process died while it ran");
+    }
+    tx.commit().await?;
+    Ok(Watch::Over)
 }
 
 /// Empties apalis' set of acknowledged ids, dropping the payload and metadata of the jobs

@@ -9,5 +9,6 @@ pub mod executor;
 pub mod journal;
 pub mod maintenance;
 pub mod pool;
+pub mod process;
 pub mod producer;
 pub mod queue;

@@ -1,9 +1,11 @@
 //! The worker pool: one apalis worker per queue this process runs, fed by apalis-redis, woken
-//! by Redis pub/sub when jobs arrive, paused and resumed by operators, and supervised: a worker
-//! that dies takes the process down with a non-zero exit (systemd restarts it), and a shutdown
-//! lets running jobs finish, then hands the rest back to the queue.
+//! by Redis pub/sub when jobs arrive, paused and resumed by operators, and supervised. A worker
+//! dies when Redis goes away or refuses it; its jobs that still run in this process go on and
+//! stay its own until they end, the others go back to the queue, and a new worker starts. One
+//! that keeps dying takes the process down with a non-zero exit (systemd restarts it). A
+//! shutdown lets running jobs finish, then hands the rest back to the queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,8 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::ops::health::Health;
 use crate::runtime::executor::Executor;
-use crate::runtime::queue::{self, RedisQueues};
+use crate::runtime::process::Process;
+use crate::runtime::queue::{self, HeldEntry, RedisQueues};
 
 /// Hands apalis the bytes stored in Redis untouched: decoding is the executor's, so a payload
 /// that is not even JSON fails as one job instead of killing the worker (docs/ARCHITECTURE.md).
@@ -73,8 +76,10 @@ async fn handle(
 /// get better by itself: the process exits non-zero and systemd starts it afresh.
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
-/// apalis-redis' error when a worker acknowledges a job it does not hold (handle_results.lua).
-const DOUBLE_ACK: &str = "task not executed by worker";
+/// The wait before a new worker starts after the first death; it doubles with every death
+/// within [`RESTART_WINDOW`], up to [`MAX_WAIT`].
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// What the pool's tasks share.
 struct Shared {
@@ -82,11 +87,13 @@ struct Shared {
     executor: Executor,
     redis: RedisQueues,
     health: Arc<Health>,
-    /// Unique per process, so a restart is never refused as "still active" and a dead
-    /// process' jobs are recognised as orphans (docs/ARCHITECTURE.md).
+    /// Workers are named after the process (`runtime::process`).
     process_name: String,
     /// Each queue's current worker: its name, its context, and the sender that wakes it.
     current: Mutex<HashMap<Queue, Current>>,
+    /// Dead workers whose jobs still run here, each released by a task of `releases`.
+    held: Mutex<HashSet<(Queue, String)>>,
+    releases: Mutex<JoinSet<()>>,
 }
 
 struct Current {
@@ -101,6 +108,7 @@ pub async fn run(
     executor: Executor,
     redis: RedisQueues,
     health: Arc<Health>,
+    process: &Process,
     queues: &[Queue],
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -109,13 +117,10 @@ pub async fn run(
         executor: executor.clone(),
         redis: redis.clone(),
         health,
-        process_name: format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            ulid::Ulid::new()
-        ),
+        process_name: process.name().to_owned(),
         current: Mutex::new(HashMap::new()),
+        held: Mutex::default(),
+        releases: Mutex::default(),
     });
     for &queue in queues {
         shared.health.set_worker(queue, false);
@@ -168,10 +173,17 @@ pub async fn run(
         tracing::error!("{reason}; stopping the other workers");
     }
 
+    // Jobs of dead workers run on in the executor without a worker to wait for them.
     let drained = tokio::time::timeout(config.worker.shutdown_timeout, async {
         while supervisors.join_next().await.is_some() {}
+        executor.until_idle().await;
     })
     .await;
+    shared
+        .releases
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .abort_all();
     if drained.is_err() {
         supervisors.abort_all();
         let interrupted = executor.interrupt_running().await;
@@ -180,15 +192,23 @@ pub async fn run(
             "shutdown timeout reached; handing running jobs back"
         );
     }
-    let current: Vec<(Queue, String)> = shared
+    let mut workers: Vec<(Queue, String)> = shared
         .current
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|(q, c)| (*q, c.name.clone()))
         .collect();
-    for (queue, name) in current {
-        hand_back(&redis, queue, &name).await;
+    workers.extend(
+        shared
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(),
+    );
+    // Nothing runs any more: every job still held goes back.
+    for (queue, name) in workers {
+        hand_back(&redis, queue, &name, &HashSet::new()).await;
     }
     match failure {
         Some(reason) => bail!(reason),
@@ -205,7 +225,7 @@ async fn supervise(
     mut stopping: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut deaths: VecDeque<Instant> = VecDeque::new();
-    let mut wait = Duration::from_millis(100);
+    let mut wait = FIRST_WAIT;
     for incarnation in 1u64.. {
         if *stopping.borrow() {
             return Ok(());
@@ -219,12 +239,12 @@ async fn supervise(
                 if wait_or_stop(&mut stopping, wait).await {
                     return Ok(());
                 }
-                wait = (wait * 2).min(Duration::from_secs(10));
+                wait = (wait * 2).min(MAX_WAIT);
                 continue;
             }
         };
         shared.health.set_redis(true);
-        wait = Duration::from_millis(100);
+        wait = FIRST_WAIT;
         shared
             .current
             .lock()
@@ -266,12 +286,15 @@ async fn supervise(
             Err(e) => e.to_string(),
         };
         crate::ops::metrics::worker_died(queue);
+        tracing::error!(%queue, %reason, "the worker died");
+        // Its jobs go back now rather than when its heartbeat expires.
+        let Some(discarded) = reclaim(&shared, queue, &name, &mut stopping).await else {
+            return Ok(());
+        };
         let now = Instant::now();
-        // apalis kills a worker that acknowledges a job twice. That happens only when one job
-        // was delivered twice, which a Redis that lost its data and the jobs put back after it
-        // can cause; the journal already kept the second delivery from running. A worker dying
-        // of it says nothing about whether the next one can work, so it is not counted.
-        if !reason.contains(DOUBLE_ACK) {
+        // A death caused by entries apalis cannot read says nothing about the next worker once
+        // they are out of the way; any other counts.
+        if discarded == 0 {
             deaths.push_back(now);
         }
         while deaths.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
@@ -284,14 +307,136 @@ async fn supervise(
                 RESTART_WINDOW.as_secs()
             ));
         }
-        tracing::error!(%queue, %reason, "the worker died; starting a new one");
-        // Its jobs go back now rather than when its heartbeat expires.
-        hand_back(&shared.redis, queue, &name).await;
-        if wait_or_stop(&mut stopping, wait).await {
+        let restart_in = (FIRST_WAIT * 2u32.pow(deaths.len() as u32)).min(MAX_WAIT);
+        tracing::info!(%queue, ?restart_in, "starting a new worker");
+        if wait_or_stop(&mut stopping, restart_in).await {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// What a dead worker held goes where it belongs: entries apalis cannot read are taken out of
+/// the queue and recorded as failed (they would kill every worker that fetched them), the jobs
+/// still running here stay the dead worker's until they end, and the rest go back to the
+/// queue. Tries until Redis answers. Returns how many entries were taken out, or `None` if the
+/// pool was told to stop first.
+async fn reclaim(
+    shared: &Arc<Shared>,
+    queue: Queue,
+    worker: &str,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<usize> {
+    let mut wait = FIRST_WAIT;
+    loop {
+        match reclaim_once(shared, queue, worker).await {
+            Ok(discarded) => return Some(discarded),
+            Err(e) => {
+                shared.health.set_redis(false);
+                tracing::warn!(%queue, worker, error = %e, retry_in = ?wait,
+                    "cannot give a dead worker's jobs back yet; waiting for Redis");
+                if wait_or_stop(stopping, wait).await {
+                    return None;
+                }
+                wait = (wait * 2).min(MAX_WAIT);
+            }
+        }
+    }
+}
+
+async fn reclaim_once(shared: &Arc<Shared>, queue: Queue, worker: &str) -> anyhow::Result<usize> {
+    let running = shared.executor.running_of(worker);
+    let unreadable: Vec<(HeldEntry, String)> = shared
+        .redis
+        .held_by(queue, worker)
+        .await?
+        .into_iter()
+        .filter(|entry| !running.contains(&entry.id))
+        .filter_map(|entry| entry.unreadable().map(|why| (entry, why)))
+        .collect();
+    for (entry, why) in &unreadable {
+        tracing::error!(%queue, job = %entry.id, reason = %why,
+            "taking out of the queue an entry no worker can read");
+        if let Ok(id) = entry.id.parse::<ulid::Ulid>() {
+            let raw = entry.data.as_deref().unwrap_or_default();
+            let reason = format!("the job's entry in Redis cannot be read: {why}");
+            shared
+                .executor
+                .fail_unreadable(queue, worker, &id, raw, &reason)
+                .await;
+        }
+    }
+    let ids: Vec<String> = unreadable.iter().map(|(e, _)| e.id.clone()).collect();
+    shared.redis.discard(queue, worker, &ids).await?;
+    let (back, kept) = shared.redis.hand_back(queue, worker, &running).await?;
+    if back > 0 {
+        tracing::info!(%queue, jobs = back, "handed jobs back to the queue");
+    }
+    if !kept.is_empty() {
+        tracing::info!(%queue, jobs = kept.len(), worker,
+            "jobs of the dead worker still run here; they stay its own until they end");
+        let held = (queue, worker.to_owned());
+        shared
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(held.clone());
+        let release = release_when_ended(shared.clone(), held, kept.into_iter().collect());
+        shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn(release);
+    }
+    Ok(ids.len())
+}
+
+/// Takes the jobs a dead worker still holds out of its in-flight set as each ends (the journal
+/// has its outcome, and a retry is scheduled apart), keeping the worker registered meanwhile:
+/// if this process dies too, apalis' orphan recovery then gives them back once its heartbeat
+/// has expired, and the journal lets them run again once this process' lease has.
+async fn release_when_ended(shared: Arc<Shared>, held: (Queue, String), mut kept: HashSet<String>) {
+    let (queue, worker) = (held.0, held.1.as_str());
+    let ended = shared.executor.job_ended();
+    // Said once per outage, not at every beat.
+    let mut failing = false;
+    loop {
+        let notified = ended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let done: Vec<String> = kept
+            .iter()
+            .filter(|id| !shared.executor.is_running(id))
+            .cloned()
+            .collect();
+        match shared.redis.release(queue, worker, &done).await {
+            Ok(still_held) => {
+                failing = false;
+                kept.retain(|id| !done.contains(id));
+                if kept.is_empty() {
+                    if still_held > 0 {
+                        hand_back(&shared.redis, queue, worker, &HashSet::new()).await;
+                    }
+                    break;
+                }
+            }
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(%queue, worker, error = %e,
+                    "cannot release a dead worker's ended jobs yet; trying again");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(shared.config.worker.heartbeat_interval) => {}
+        }
+    }
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&held);
 }
 
 /// A new worker for the queue: the future that runs it, its context, and its wake-up sender.
@@ -344,10 +489,10 @@ async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, wait: Duration) -> b
     stopped || *stopping.borrow()
 }
 
-async fn hand_back(redis: &RedisQueues, queue: Queue, worker: &str) {
-    match redis.hand_back(queue, worker).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(%queue, jobs = n, "handed jobs back to the queue"),
+async fn hand_back(redis: &RedisQueues, queue: Queue, worker: &str, running: &HashSet<String>) {
+    match redis.hand_back(queue, worker, running).await {
+        Ok((0, _)) => {}
+        Ok((n, _)) => tracing::info!(%queue, jobs = n, "handed jobs back to the queue"),
         Err(e) => tracing::error!(%queue, error = %e,
             "could not hand jobs back; another worker takes them once this one's heartbeat expires"),
     }
@@ -422,14 +567,6 @@ async fn follow_pauses(shared: Arc<Shared>) {
             }
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned())
 }
 
 /// The queues to run: all of them, or the comma-separated list an operator gave.

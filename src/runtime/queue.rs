@@ -3,14 +3,16 @@
 //! counting, pausing and handing jobs back at shutdown. Keys follow apalis-redis 1.0's layout
 //! (docs/PROTOCOL.md).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
+use apalis_core::task::status::Status as TaskStatus;
 use chrono::{DateTime, Utc};
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, Queue};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ulid::Ulid;
 
 use crate::config::Config;
 
@@ -33,20 +35,53 @@ redis.call('PUBLISH', 'tasks:' .. queue .. ':active:available', id)
 return 1
 "#;
 
-/// Gives a stopping worker's unfinished jobs back: to the front of the ready list, since they
-/// were taken first.
+/// Gives a stopped or dead worker's jobs back, to the front of the ready list since they were
+/// taken first, except those still running in this process (ARGV[3..]): they stay in the
+/// worker's in-flight set until they end ([`RELEASE_SCRIPT`]), and the worker stays
+/// registered meanwhile, so that if this process dies too, apalis' orphan recovery gives them
+/// back. A worker left with nothing is unregistered and its keys deleted. Returns the ids kept.
 const HAND_BACK_SCRIPT: &str = r#"
 local queue, worker = ARGV[1], ARGV[2]
 local inflight = queue .. ':inflight:' .. worker
-local ids = redis.call('SMEMBERS', inflight)
-if #ids > 0 then
-  redis.call('LPUSH', queue .. ':active', unpack(ids))
+local running = {}
+for i = 3, #ARGV do running[ARGV[i]] = true end
+local back, kept = {}, {}
+for _, id in ipairs(redis.call('SMEMBERS', inflight)) do
+  if running[id] then table.insert(kept, id) else table.insert(back, id) end
+end
+for i = 1, #back, 1000 do
+  local page = {unpack(back, i, math.min(i + 999, #back))}
+  redis.call('LPUSH', queue .. ':active', unpack(page))
+  redis.call('SREM', inflight, unpack(page))
+end
+if #back > 0 then
   redis.call('DEL', queue .. ':signal')
   redis.call('LPUSH', queue .. ':signal', 1)
 end
-redis.call('DEL', inflight)
-redis.call('ZREM', queue .. ':workers', worker)
-return #ids
+if #kept == 0 then
+  redis.call('DEL', inflight)
+  redis.call('ZREM', queue .. ':workers', worker)
+  redis.call('DEL', queue .. ':workers:metadata:' .. worker)
+else
+  redis.call('ZADD', queue .. ':workers', tonumber(redis.call('TIME')[1]), worker)
+end
+return {#back, kept}
+"#;
+
+/// Takes jobs that have ended (ARGV[3..]) out of a dead worker's in-flight set, as apalis'
+/// acknowledgement would have; the journal has their outcome. The worker is unregistered once
+/// its set is empty, and otherwise kept alive.
+const RELEASE_SCRIPT: &str = r#"
+local queue, worker = ARGV[1], ARGV[2]
+local inflight = queue .. ':inflight:' .. worker
+for i = 3, #ARGV do redis.call('SREM', inflight, ARGV[i]) end
+if redis.call('SCARD', inflight) == 0 then
+  redis.call('ZREM', queue .. ':workers', worker)
+  redis.call('DEL', queue .. ':workers:metadata:' .. worker)
+  return 0
+end
+redis.call('ZADD', queue .. ':workers', 'XX', tonumber(redis.call('TIME')[1]), worker)
+return redis.call('SCARD', inflight)
 "#;
 
 /// The result of an enqueue.
@@ -55,6 +90,70 @@ pub struct Enqueued {
     pub id: String,
     /// False when the idempotency key (or the id) was already used: `id` is the earlier job.
     pub created: bool,
+}
+
+/// One id of a worker's in-flight set, with what Redis holds of it.
+#[derive(Debug, Clone)]
+pub struct HeldEntry {
+    pub id: String,
+    /// `Q:data`'s field, if there is one.
+    pub data: Option<Vec<u8>>,
+    /// `Q:meta:<id>`, empty if missing.
+    pub meta: HashMap<String, String>,
+}
+
+impl HeldEntry {
+    /// Why apalis-redis 1.0 cannot take or acknowledge this entry, if it cannot: its fetch
+    /// fails as a whole on one such entry (`deserialize_with_meta`), and a worker that
+    /// acknowledges an id other than the one it stored fails too, so either kills the worker.
+    /// The checks mirror apalis-redis' own.
+    pub fn unreadable(&self) -> Option<String> {
+        let Ok(ulid) = self.id.parse::<Ulid>() else {
+            return Some(format!("its id `{}` is not a ULID", shorten(&self.id)));
+        };
+        if ulid.to_string() != self.id {
+            return Some(format!(
+                "its id `{}` is not in canonical form (upper case: {ulid})",
+                self.id
+            ));
+        }
+        if self.data.is_none() {
+            return Some(
+                "Redis holds no payload for it (no field in the queue's data hash)".into(),
+            );
+        }
+        if self.meta.is_empty() {
+            return Some("Redis holds no metadata for it (no meta hash)".into());
+        }
+        for field in ["attempts", "max_attempts"] {
+            match self.meta.get(field) {
+                None => return Some(format!("its metadata has no `{field}`")),
+                Some(value) if value.parse::<u32>().is_err() => {
+                    return Some(format!(
+                        "its metadata's `{field}` is `{}`, not an integer from 0 to 4294967295",
+                        shorten(value)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        match self.meta.get("status") {
+            None => Some("its metadata has no `status`".into()),
+            Some(status) if status.parse::<TaskStatus>().is_err() => Some(format!(
+                "its metadata's `status` is `{}`, not one of apalis' states",
+                shorten(status)
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// At most 64 characters of `text` from outside, for an error message.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// How many jobs wait in Redis for one queue.
@@ -73,6 +172,7 @@ pub struct RedisQueues {
     enqueue: redis::Script,
     requeue: redis::Script,
     hand_back: redis::Script,
+    release: redis::Script,
 }
 
 impl RedisQueues {
@@ -84,6 +184,7 @@ impl RedisQueues {
             enqueue: redis::Script::new(ENQUEUE_SCRIPT),
             requeue: redis::Script::new(REQUEUE_SCRIPT),
             hand_back: redis::Script::new(HAND_BACK_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
         })
     }
 
@@ -188,6 +289,39 @@ impl RedisQueues {
         })
     }
 
+    /// The keys that match a `SCAN` pattern (a few per queue: workers' sets and hashes).
+    async fn keys_matching(&self, pattern: &str) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let mut scan = conn.scan_match::<_, String>(pattern).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = scan.next_item().await {
+            keys.push(key?);
+        }
+        Ok(keys)
+    }
+
+    /// Whether Redis holds the job as waiting or taken: ready, scheduled, or in a worker's hands.
+    pub async fn holds(&self, queue: Queue, id: &str) -> redis::RedisResult<bool> {
+        let name = self.name(queue);
+        let mut conn = self.conn.clone();
+        let (ready, scheduled): (Option<i64>, Option<f64>) = redis::pipe()
+            .cmd("LPOS")
+            .arg(format!("{name}:active"))
+            .arg(id)
+            .zscore(format!("{name}:scheduled"), id)
+            .query_async(&mut conn)
+            .await?;
+        if ready.is_some() || scheduled.is_some() {
+            return Ok(true);
+        }
+        for key in self.keys_matching(&format!("{name}:inflight:*")).await? {
+            if conn.sismember(key, id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every id Redis holds as waiting or taken for a queue: ready, scheduled, or in a worker's
     /// hands.
     pub async fn ids_in_redis(&self, queue: Queue) -> redis::RedisResult<HashSet<String>> {
@@ -199,14 +333,7 @@ impl RedisQueues {
             .query_async(&mut conn)
             .await?;
         let mut ids: HashSet<String> = ready.into_iter().chain(scheduled).collect();
-        let inflight_sets: Vec<String> = {
-            let mut keys = conn.scan_match(format!("{name}:inflight:*")).await?;
-            let mut found = Vec::new();
-            while let Some(key) = keys.next_item().await {
-                found.push(key?);
-            }
-            found
-        };
+        let inflight_sets = self.keys_matching(&format!("{name}:inflight:*")).await?;
         for set in inflight_sets {
             let members: Vec<String> = conn.smembers(set).await?;
             ids.extend(members);
@@ -248,6 +375,25 @@ impl RedisQueues {
         pipe.query_async(&mut self.conn.clone()).await
     }
 
+    /// Deletes apalis' metadata hashes of workers no longer registered (apalis writes one per
+    /// worker and never deletes it: every restart and every worker death left one behind).
+    /// Returns how many it deleted.
+    pub async fn forget_dead_workers(&self, queue: Queue) -> redis::RedisResult<u64> {
+        let name = self.name(queue);
+        let prefix = format!("{name}:workers:metadata:");
+        let mut conn = self.conn.clone();
+        let keys = self.keys_matching(&format!("{prefix}*")).await?;
+        let mut deleted = 0;
+        for key in keys {
+            let worker = &key[prefix.len()..];
+            let registered: Option<f64> = conn.zscore(format!("{name}:workers"), worker).await?;
+            if registered.is_none() {
+                deleted += conn.del::<_, u64>(&key).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Frees an idempotency key whose job has left the journal.
     pub async fn free_idempotency_key(
         &self,
@@ -264,13 +410,90 @@ impl RedisQueues {
         Ok(())
     }
 
-    pub async fn hand_back(&self, queue: Queue, worker: &str) -> redis::RedisResult<u64> {
+    /// Gives a worker's jobs back to the queue, except `running` (see [`HAND_BACK_SCRIPT`]);
+    /// returns how many went back and the ids kept.
+    pub async fn hand_back(
+        &self,
+        queue: Queue,
+        worker: &str,
+        running: &HashSet<String>,
+    ) -> redis::RedisResult<(u64, Vec<String>)> {
         self.hand_back
             .prepare_invoke()
             .arg(self.name(queue))
             .arg(worker)
+            .arg(running.iter().collect::<Vec<_>>())
             .invoke_async(&mut self.conn.clone())
             .await
+    }
+
+    /// Takes ended jobs out of a dead worker's in-flight set (see [`RELEASE_SCRIPT`]); returns
+    /// how many it still holds.
+    pub async fn release(
+        &self,
+        queue: Queue,
+        worker: &str,
+        ended: &[String],
+    ) -> redis::RedisResult<u64> {
+        self.release
+            .prepare_invoke()
+            .arg(self.name(queue))
+            .arg(worker)
+            .arg(ended)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// What a worker's in-flight set holds, each id with its payload and apalis' metadata as
+    /// Redis has them, for finding the entries apalis cannot read.
+    pub async fn held_by(&self, queue: Queue, worker: &str) -> redis::RedisResult<Vec<HeldEntry>> {
+        let name = self.name(queue);
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(format!("{name}:inflight:{worker}")).await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(format!("{name}:data"), id)
+                .hgetall(format!("{name}:meta:{id}"));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        ids.into_iter()
+            .zip(replies.chunks(2))
+            .map(|(id, pair)| {
+                Ok(HeldEntry {
+                    id,
+                    data: redis::from_redis_value(pair[0].clone())?,
+                    // A meta key of another type is as unreadable to apalis as a missing one.
+                    meta: redis::from_redis_value(pair[1].clone()).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes entries out of a dead worker's in-flight set, with their payload and metadata:
+    /// the journal keeps what they were.
+    pub async fn discard(
+        &self,
+        queue: Queue,
+        worker: &str,
+        ids: &[String],
+    ) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let name = self.name(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .srem(format!("{name}:inflight:{worker}"), ids)
+            .ignore()
+            .hdel(format!("{name}:data"), ids)
+            .ignore();
+        for id in ids {
+            pipe.del(format!("{name}:meta:{id}")).ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
     }
 
     pub async fn set_paused(&self, queue: Queue, paused: bool) -> anyhow::Result<()> {

@@ -146,7 +146,14 @@ pub async fn ids_matching(pool: &PgPool, filter: &JobFilter) -> sqlx::Result<Vec
 
 /// Moves failed or cancelled jobs back to queued, each with at least one attempt left, and
 /// returns them so the caller can push them to Redis. Jobs in other states are left alone.
-pub async fn mark_for_retry(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<JobRow>> {
+///
+/// Call it in a transaction and push before committing: until then, maintenance still reads
+/// the jobs as failed and does not push them too, and a worker that takes one waits for the
+/// commit to start it.
+pub async fn mark_for_retry(
+    tx: &mut sqlx::PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<JobRow>> {
     sqlx::query_as(concat!(
         "UPDATE jobs
             SET state = 'queued', max_attempts = GREATEST(max_attempts, attempts + 1),
@@ -156,7 +163,7 @@ pub async fn mark_for_retry(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<J
         job_columns!()
     ))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(tx)
     .await
 }
 
@@ -204,23 +211,34 @@ pub async fn insert_waiting(
     Ok(())
 }
 
+/// A job maintenance may put back in Redis, as it was when read.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecoveryCandidate {
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Jobs the journal says are waiting in Redis (queued, scheduled, retrying), and jobs it says
-/// are running but whose attempt started longer ago than `stale_after` (its timeout and more:
-/// no live worker still runs it), after `after` in id order.
+/// are running but that no live process runs: their process' lease ran out, or their attempt
+/// started longer ago than `stale_after` (its timeout and more). After `after` in id order.
 pub async fn should_be_in_redis(
     pool: &PgPool,
     queue: &str,
     stale_after: std::time::Duration,
     after: &str,
     limit: i64,
-) -> sqlx::Result<Vec<JobRow>> {
+) -> sqlx::Result<Vec<RecoveryCandidate>> {
     sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
-        " FROM jobs
+        ", updated_at FROM jobs j
           WHERE queue = $1 AND id > $3
             AND (state IN ('queued', 'scheduled', 'retrying')
-                 OR (state = 'running' AND attempted_at < now() - $2::interval))
+                 OR (state = 'running'
+                     AND (attempted_at < now() - $2::interval
+                          OR NOT EXISTS (SELECT 1 FROM processes p
+                                          WHERE p.name = j.process AND p.lease_until > now()))))
           ORDER BY id LIMIT $4"
     ))
     .bind(queue)
@@ -228,6 +246,63 @@ pub async fn should_be_in_redis(
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
+    .await
+}
+
+/// One job as maintenance sees it, with whether a live process runs its current attempt
+/// (`running` in a process whose lease is fresh, started less than `stale_after` ago).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WatchedJob {
+    #[sqlx(flatten)]
+    pub candidate: RecoveryCandidate,
+    pub runs_in_live_process: bool,
+}
+
+pub async fn watched_job(
+    pool: &PgPool,
+    id: &str,
+    stale_after: std::time::Duration,
+) -> sqlx::Result<Option<WatchedJob>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        ", updated_at,
+           (state = 'running' AND attempted_at >= now() - $2::interval
+            AND EXISTS (SELECT 1 FROM processes p
+                         WHERE p.name = j.process AND p.lease_until > now()))
+             AS runs_in_live_process
+          FROM jobs j WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(stale_after)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Locks those of `candidates` that have not changed since they were read, and returns their
+/// ids; a row another transaction holds (a retry being pushed, a start being written) is
+/// skipped. Pushing a locked job before the commit cannot race a retry or a worker's start.
+pub async fn lock_unchanged(
+    tx: &mut sqlx::PgConnection,
+    candidates: &[&RecoveryCandidate],
+) -> sqlx::Result<Vec<String>> {
+    let ids: Vec<&str> = candidates.iter().map(|c| c.job.id.as_str()).collect();
+    let states: Vec<&str> = candidates.iter().map(|c| c.job.state.as_str()).collect();
+    let attempts: Vec<i32> = candidates.iter().map(|c| c.job.attempts).collect();
+    let updated: Vec<DateTime<Utc>> = candidates.iter().map(|c| c.updated_at).collect();
+    sqlx::query_scalar(
+        "SELECT j.id FROM jobs j
+           JOIN UNNEST($1::text[], $2::text[], $3::int4[], $4::timestamptz[])
+                AS c(id, state, attempts, updated_at)
+             ON j.id = c.id AND j.state = c.state AND j.attempts = c.attempts
+            AND j.updated_at = c.updated_at
+         FOR UPDATE OF j SKIP LOCKED",
+    )
+    .bind(&ids)
+    .bind(&states)
+    .bind(&attempts)
+    .bind(&updated)
+    .fetch_all(tx)
     .await
 }
 

@@ -29,6 +29,12 @@ pub struct JobStart {
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
     pub worker: String,
+    /// The process the worker belongs to (`runtime::process`): while its lease is fresh, no
+    /// other delivery of this job starts.
+    pub process: String,
+    /// How long after its start an attempt cannot still be running, wherever it runs (the
+    /// queue's timeout and a margin): past that, even a live process' attempt is taken as lost.
+    pub stale_after: Duration,
 }
 
 /// Whether the job should run now.
@@ -36,7 +42,8 @@ pub struct JobStart {
 pub enum StartOutcome {
     /// Run it: this is attempt `attempt` of at most `max_attempts`.
     Run { attempt: u32, max_attempts: u32 },
-    /// Do not run it: it is already finished (a second delivery) or was cancelled.
+    /// Do not run it: it is already finished (a second delivery), was cancelled, or is
+    /// `Running` in a process whose lease is fresh (a delivery beside the running attempt).
     Skip(JobState),
 }
 
@@ -299,6 +306,11 @@ async fn write_starts(
         .collect();
     let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.created_at).collect();
     let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
+    let processes: Vec<&str> = jobs.iter().map(|j| j.process.as_str()).collect();
+    let stale_after_ms: Vec<i64> = jobs
+        .iter()
+        .map(|j| i64::try_from(j.stale_after.as_millis()).unwrap_or(i64::MAX))
+        .collect();
 
     // Per input job: its id, and the new attempt and limit if it starts, else its state.
     type StartRow = (String, Option<i32>, Option<i32>, Option<String>);
@@ -306,31 +318,44 @@ async fn write_starts(
         r#"
         WITH input AS (
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::int4[], $7::timestamptz[], $8::text[])
-                AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker)
+                                 $6::int4[], $7::timestamptz[], $8::text[], $9::text[],
+                                 $10::int8[])
+                AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker,
+                     process, stale_after_ms)
+        ),
+        beside AS (
+            -- Its current attempt is under way in a live process: this delivery would run the
+            -- job beside itself, so it does not start.
+            SELECT j.id
+              FROM jobs j JOIN input i ON i.id = j.id
+             WHERE j.state = 'running'
+               AND j.attempted_at > now() - i.stale_after_ms * interval '1 millisecond'
+               AND EXISTS (SELECT 1 FROM processes p
+                            WHERE p.name = j.process AND p.lease_until > now())
         ),
         lost AS (
             -- A job that starts again while the journal has it running lost its last attempt
-            -- with the worker that ran it.
+            -- with the process that ran it.
             INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at,
                                       duration_ms, outcome, error)
             SELECT j.id, j.attempts, COALESCE(j.worker, ''), j.attempted_at, now(),
                    (extract(epoch FROM now() - j.attempted_at) * 1000)::bigint, 'lost',
                    'the worker stopped before this attempt finished'
               FROM jobs j JOIN input i ON i.id = j.id
-             WHERE j.state = 'running'
+             WHERE j.state = 'running' AND j.id NOT IN (SELECT id FROM beside)
             ON CONFLICT DO NOTHING
         ),
         upserted AS (
             INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
-                                   created_at, state, attempts, worker, attempted_at)
+                                   created_at, state, attempts, worker, process, attempted_at)
             SELECT id, queue, kind, payload::json, idempotency_key, max_attempts, created_at,
-                   'running', 1, worker, now()
+                   'running', 1, worker, process, now()
               FROM input
+             WHERE id NOT IN (SELECT id FROM beside)
             ON CONFLICT (id) DO UPDATE
                SET state = 'running', attempts = j.attempts + 1, worker = EXCLUDED.worker,
-                   queue = EXCLUDED.queue, attempted_at = now(), scheduled_at = NULL,
-                   updated_at = now()
+                   process = EXCLUDED.process, queue = EXCLUDED.queue, attempted_at = now(),
+                   scheduled_at = NULL, updated_at = now()
              WHERE j.state NOT IN ('completed', 'failed', 'cancelled')
             RETURNING j.id, j.attempts, j.max_attempts
         )
@@ -348,6 +373,8 @@ async fn write_starts(
     .bind(&limits)
     .bind(&created)
     .bind(&workers)
+    .bind(&processes)
+    .bind(&stale_after_ms)
     .fetch_all(&mut *tx)
     .await?;
 
