@@ -1,13 +1,18 @@
-//! Input that is valid but extreme, through the real daemon: a test whose marks lie a
-//! trillion apart.
+//! Input that is valid but extreme, or over the daemon's limits, through the real daemon: a
+//! test whose marks lie a trillion apart, jobs over `[limits]`, and large bad input that
+//! errors must not copy.
 
 mod common;
 
 use std::path::PathBuf;
 
 use common::TestEnv;
+use quizworker_jobs::ENQUEUE_SCRIPT;
 use serde_json::json;
 use sqlx::PgPool;
+
+/// The most an error may be that quotes a large input: the input named, not copied.
+const SHORT_ERROR: usize = 700;
 
 fn exports_dir(env: &TestEnv) -> PathBuf {
     env.dir.path().join("exports")
@@ -21,6 +26,30 @@ fn spawn(env: &TestEnv) -> common::Daemon {
     )
 }
 
+/// Runs the protocol's enqueue script, as any producer does.
+async fn enqueue_script(
+    env: &TestEnv,
+    queue: &str,
+    envelope: &str,
+) -> redis::RedisResult<(String, i64)> {
+    redis::Script::new(ENQUEUE_SCRIPT)
+        .arg(env.queue(queue))
+        .arg(envelope)
+        .invoke_async(&mut env.redis.clone())
+        .await
+}
+
+/// An envelope's text around a payload given as JSON text, so that a test controls every byte.
+fn envelope_text(id: &str, kind: &str, payload: &str) -> String {
+    format!(
+        r#"{{"v":1,"id":"{id}","kind":"{kind}","payload":{payload},"created_at":"2026-11-22T10:00:00Z"}}"#
+    )
+}
+
+fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
 fn tool(program: &str, args: &[&str]) -> String {
     let output = std::process::Command::new(program)
         .args(args)
@@ -32,6 +61,14 @@ fn tool(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+async fn journaled_kind_and_payload_bytes(env: &TestEnv, id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT kind, length(payload::text) FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+        .expect("the job is journaled")
 }
 
 #[sqlx::test]
@@ -76,5 +113,147 @@ async fn a_test_report_of_marks_a_trillion_apart_is_drawn_and_the_daemon_lives(p
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon lives"
+    );
+}
+
+const KIND_LIMIT_CONFIG: &str = "
+[limits]
+max_kind_bytes = 40
+";
+
+#[sqlx::test]
+async fn jobs_over_a_limit_fail_at_once_naming_the_limit_and_its_value(pool: PgPool) {
+    let config = format!("{}{KIND_LIMIT_CONFIG}", common::FAST_CONFIG);
+    let env = TestEnv::with_config(pool, &config).await;
+    let mut daemon = env.spawn_daemon(&[]);
+    let filler = "x".repeat(5 * 1024 * 1024);
+    let deep = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+    let cases = [
+        (
+            "diag.noop".to_owned(),
+            format!(r#"{{"note": "{filler}"}}"#),
+            "more than limits.max_job_bytes = 1048576",
+        ),
+        (
+            "diag.noop".to_owned(),
+            deep(100),
+            "the job nests arrays and objects more than limits.max_json_depth = 64 deep",
+        ),
+        // Deeper than serde_json's own limit (128), within the script's (1000).
+        (
+            "diag.noop".to_owned(),
+            deep(200),
+            "the job nests arrays and objects more than limits.max_json_depth = 64 deep",
+        ),
+        (
+            format!("diag.{}", "k".repeat(36)),
+            "{}".to_owned(),
+            "is 41 bytes long, more than limits.max_kind_bytes = 40",
+        ),
+    ];
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    for (kind, payload, _) in &cases {
+        let id = new_id();
+        let text = envelope_text(&id, kind, payload);
+        let (_, created) = enqueue_script(&env, "default", &text)
+            .await
+            .expect("the script takes it: the limits are the daemon's");
+        assert_eq!(created, 1);
+        ids.push(id);
+        sizes.push(text.len());
+    }
+    for (id, (_, _, expected)) in ids.iter().zip(&cases) {
+        let job = env.wait_for_state(id, "failed").await;
+        let error = job.last_error.expect("an error");
+        assert!(
+            error.contains(expected),
+            "{error:?} should say {expected:?}"
+        );
+        assert!(error.len() < SHORT_ERROR, "{} bytes: {error}", error.len());
+        assert_eq!(job.attempts, 1, "failed at once");
+        let attempts = env.attempts(id).await;
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].error.as_deref(), Some(error.as_str()));
+        let (kind, payload_bytes) = journaled_kind_and_payload_bytes(&env, id).await;
+        assert_eq!(kind, "(malformed)");
+        assert!(
+            payload_bytes < 2 * 1024 * 1024,
+            "{payload_bytes} bytes journaled"
+        );
+    }
+    let (_, oversized) = journaled_kind_and_payload_bytes(&env, &ids[0]).await;
+    assert!(
+        oversized < 4096,
+        "the journal keeps {oversized} bytes of a 5 MB job"
+    );
+    let error = env.job(&ids[0]).await.unwrap().last_error.unwrap();
+    let size = format!("the job is {} bytes", sizes[0]);
+    assert!(error.contains(&size), "{error:?} should say {size:?}");
+
+    let after = env.enqueue("diag.noop", "{}", &[]);
+    env.wait_for_state(&after, "completed").await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon lives"
+    );
+    let log = daemon.log_text();
+    assert!(
+        !log.contains(&"x".repeat(300)),
+        "the log copies the payload"
+    );
+    assert!(log.len() < 64 * 1024, "the log is {} bytes", log.len());
+}
+
+#[sqlx::test]
+async fn errors_quote_only_a_short_part_of_a_large_bad_input(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let daemon = spawn(&env);
+    let big = "9".repeat(800_000);
+    let test = json!({
+        "test_id": "quiz", "key_version": 1, "marking": {"correct": 1},
+        "sections": [{"id": "s", "questions": [{"id": "q1", "type": "integer", "answer": "5"}]}]
+    });
+    // Sent with the script: the CLI checks payloads, and the OS refuses arguments this long.
+    let cases = [
+        (
+            "diag.sleep",
+            json!({"ms": big}),
+            "the payload does not match kind `diag.sleep`: invalid type: string \"9999",
+        ),
+        (
+            "score.attempt",
+            json!({"test": test, "attempt": {"attempt_id": "a1",
+                   "responses": [{"question": "q1", "answer": format!("{big}x")}]}}),
+            "x` is not a number (write digits",
+        ),
+        (
+            "export.report_pdf",
+            json!({"attempt_id": big}),
+            "unknown attempt `9999",
+        ),
+    ];
+    for (kind, payload, expected) in cases {
+        let id = new_id();
+        let queue = quizworker_jobs::catalogue::default_queue(kind).unwrap();
+        let text = envelope_text(&id, kind, &payload.to_string());
+        enqueue_script(&env, queue.name(), &text).await.unwrap();
+        let job = env.wait_for_state(&id, "failed").await;
+        let error = job.last_error.expect("an error");
+        assert!(
+            error.contains(expected),
+            "{kind}: {error:?} should say {expected:?}"
+        );
+        assert!(error.contains("bytes cut]"), "{kind}: {error}");
+        assert!(
+            error.len() < SHORT_ERROR,
+            "{kind}: {} bytes: {error}",
+            error.len()
+        );
+        assert_eq!(job.attempts, 1, "{kind}: bad input is not retried");
+    }
+    assert!(
+        !daemon.log_text().contains(&"9".repeat(300)),
+        "the log copies the input"
     );
 }
