@@ -1,13 +1,14 @@
 //! Input that is valid but extreme, or over the daemon's limits, through the real daemon: a
-//! test whose marks lie a trillion apart, jobs over `[limits]`, and large bad input that
-//! errors must not copy.
+//! test whose marks lie a trillion apart, jobs over `[limits]`, large bad input that errors
+//! must not copy, and what the enqueue script makes of envelopes JSON.stringify writes.
 
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use common::TestEnv;
-use quizworker_jobs::ENQUEUE_SCRIPT;
+use common::{DEADLINE, TestEnv};
+use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -69,6 +70,28 @@ async fn journaled_kind_and_payload_bytes(env: &TestEnv, id: &str) -> (String, i
         .fetch_one(&env.pool)
         .await
         .expect("the job is journaled")
+}
+
+async fn in_redis_data(env: &TestEnv, queue: &str, id: &str) -> bool {
+    env.redis_cmd(
+        redis::cmd("HEXISTS")
+            .arg(format!("{}:data", env.queue(queue)))
+            .arg(id),
+    )
+    .await
+}
+
+/// Waits until Redis' payload hash of `queue` no longer holds `id` (maintenance trimmed it).
+async fn wait_until_trimmed(env: &TestEnv, queue: &str, id: &str) {
+    let start = Instant::now();
+    while in_redis_data(env, queue, id).await {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "maintenance did not trim {id} in {DEADLINE:?}\n{}",
+            env.daemon_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[sqlx::test]
@@ -256,4 +279,120 @@ async fn errors_quote_only_a_short_part_of_a_large_bad_input(pool: PgPool) {
         !daemon.log_text().contains(&"9".repeat(300)),
         "the log copies the input"
     );
+}
+
+#[sqlx::test]
+async fn the_enqueue_script_says_what_is_wrong_with_an_envelope(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let deep = format!(
+        r#"{{"v":1,"payload":{}{}}}"#,
+        "[".repeat(1001),
+        "]".repeat(1001)
+    );
+    // Matched after "quizworker:", which the Redis client reads as the error's code.
+    let cases = [
+        (
+            "not json",
+            "the envelope is not valid JSON (cjson: Expected value but found invalid token at character 1)",
+        ),
+        ("42", "the envelope is not a JSON object"),
+        (
+            deep.as_str(),
+            "the envelope nests arrays and objects deeper than the script's JSON decoder allows (cjson: Found too many nested data structures (1001)",
+        ),
+    ];
+    for (envelope, expected) in cases {
+        let err = enqueue_script(&env, "default", envelope)
+            .await
+            .expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains(expected),
+            "{message:?} should say {expected:?}"
+        );
+    }
+    let stored: i64 = env
+        .redis_cmd(redis::cmd("HLEN").arg(format!("{}:data", env.queue("default"))))
+        .await;
+    assert_eq!(stored, 0, "nothing is written");
+}
+
+#[sqlx::test]
+async fn text_cut_in_the_middle_of_an_emoji_arrives_as_a_replacement_character(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let payload = json!({
+        "test": {"test_id": "essay", "key_version": 1, "marking": {"correct": 1},
+                 "sections": [{"id": "s", "questions": [
+                     {"id": "q1", "type": "mcq", "answer": "A"},
+                     {"id": "e1", "type": "subjective", "max_marks": 5}]}]},
+        "attempt": {"attempt_id": "essay-1", "candidate_id": "CANDIDATE",
+                    "responses": [{"question": "q1", "answer": "A"},
+                                  {"question": "e1", "answer": "ANSWER"}]}
+    })
+    .to_string()
+    // What JSON.stringify writes: a seedling (a surrogate pair), then an emoji cut in half
+    // (a lone high surrogate); and a name that merely spells an escape.
+    .replace("ANSWER", r"Plants \ud83c\udf31 need light \ud83d")
+    .replace("CANDIDATE", r"cand \\ud83d");
+    let id = new_id();
+    let (_, created) = enqueue_script(
+        &env,
+        "scoring",
+        &envelope_text(&id, "score.attempt", &payload),
+    )
+    .await
+    .expect("a lone surrogate is taken");
+    assert_eq!(created, 1);
+    let stored: String = env
+        .redis_cmd(
+            redis::cmd("HGET")
+                .arg(format!("{}:data", env.queue("scoring")))
+                .arg(&id),
+        )
+        .await;
+    assert!(
+        stored.contains(r"Plants \ud83c\udf31 need light \ufffd"),
+        "{stored}"
+    );
+
+    env.wait_for_state(&id, "completed").await;
+    let (answer, candidate): (String, String) = sqlx::query_as(
+        "SELECT attempt->'responses'->1->>'answer', candidate_id FROM score_attempts
+          WHERE attempt_id = 'essay-1'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(answer, "Plants \u{1F331} need light \u{FFFD}");
+    assert_eq!(candidate, r"cand \ud83d", "an escaped backslash is text");
+}
+
+const FAST_MAINTENANCE: &str = r#"
+[maintenance]
+interval = "300ms"
+"#;
+
+#[sqlx::test]
+async fn a_finished_job_sent_again_after_trimming_is_written_but_not_run(pool: PgPool) {
+    let config = format!("{}{FAST_MAINTENANCE}", common::FAST_CONFIG);
+    let env = TestEnv::with_config(pool, &config).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let envelope = Envelope::new(&quizworker_jobs::diag::Noop {}, chrono::Utc::now())
+        .unwrap()
+        .encode();
+    let (id, created) = enqueue_script(&env, "default", &envelope).await.unwrap();
+    assert_eq!(created, 1);
+    env.wait_for_state(&id, "completed").await;
+    wait_until_trimmed(&env, "default", &id).await;
+
+    // As docs/PROTOCOL.md (section 3) says: the script sees Redis only, so it writes the job
+    // again and says so; the journal keeps the job from running twice.
+    let (again, created) = enqueue_script(&env, "default", &envelope).await.unwrap();
+    assert_eq!((again.as_str(), created), (id.as_str(), 1));
+    // Trimmed again only once a worker took it and acknowledged it.
+    wait_until_trimmed(&env, "default", &id).await;
+    let job = env.job(&id).await.unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("completed", 1));
+    assert_eq!(env.attempts(&id).await.len(), 1, "it ran once");
 }
