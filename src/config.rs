@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use quizworker_jobs::Queue;
+use quizworker_jobs::limits::MAX_JSON_DEPTH_LIMIT;
+use quizworker_jobs::{Limits, Queue, catalogue};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +23,9 @@ pub struct Config {
     pub journal: JournalConfig,
     pub maintenance: MaintenanceConfig,
     pub exports: ExportsConfig,
+    /// What a job may be (size, kind, nesting) before the daemon reads it; one over a limit
+    /// fails at once, its error naming the limit (`quizworker_jobs::Limits`).
+    pub limits: Limits,
     pub queues: BTreeMap<String, QueueConfig>,
 }
 
@@ -199,6 +203,7 @@ impl Default for Config {
                 .map(PathBuf::from)
                 .into(),
             },
+            limits: Limits::default(),
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
                 ("scoring".into(), queue(256, 300, 5)),
@@ -286,6 +291,30 @@ impl Config {
         if self.journal.max_batch == 0 {
             bail!("journal.max_batch must be at least 1");
         }
+        self.validate_limits()
+    }
+
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        if limits.max_job_bytes == 0 {
+            bail!("limits.max_job_bytes must be at least 1");
+        }
+        let longest_kind = catalogue::KINDS.iter().map(|k| k.name.len()).max();
+        if let Some(longest) = longest_kind
+            && limits.max_kind_bytes < longest
+        {
+            bail!(
+                "limits.max_kind_bytes must be at least {longest}, the length of the longest kind (got {})",
+                limits.max_kind_bytes
+            );
+        }
+        // An envelope is one level and its payload at least another.
+        if !(2..=MAX_JSON_DEPTH_LIMIT).contains(&limits.max_json_depth) {
+            bail!(
+                "limits.max_json_depth must be from 2 to {MAX_JSON_DEPTH_LIMIT}, the most the JSON parser takes (got {})",
+                limits.max_json_depth
+            );
+        }
         Ok(())
     }
 
@@ -328,6 +357,42 @@ mod tests {
         config.queues.get_mut("emails").unwrap().backoff.jitter = 2.0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("queues.emails.backoff.jitter"), "{err}");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_named() {
+        let defaults = Limits::default();
+        let cases = [
+            (
+                Limits {
+                    max_job_bytes: 0,
+                    ..defaults
+                },
+                "limits.max_job_bytes must be at least 1",
+            ),
+            (
+                Limits {
+                    max_kind_bytes: 5,
+                    ..defaults
+                },
+                "limits.max_kind_bytes must be at least 22",
+            ),
+            (
+                Limits {
+                    max_json_depth: 128,
+                    ..defaults
+                },
+                "limits.max_json_depth must be from 2 to 127",
+            ),
+        ];
+        for (limits, expected) in cases {
+            let config = Config {
+                limits,
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 -- quizworker enqueue script, protocol version 1 (docs/PROTOCOL.md).
 -- Call: EVAL <this script> 0 <redis queue name> <envelope JSON>
 --   <redis queue name> is the key prefix plus the queue, e.g. "quizworker:scoring".
--- Returns: { job id, 1 } for a new job, or { id of the existing job, 0 } when the envelope's
--- idempotency key (or its id) was already used on this queue.
+-- Returns: { job id, 1 } when it wrote the job into Redis, or { id of the existing job, 0 } when
+-- the envelope's idempotency key (or its id) is already in use on this queue. It sees Redis
+-- only: a finished job whose entries maintenance trimmed is written again (docs/PROTOCOL.md 3).
 -- Writes the key layout of apalis-redis 1.0 so that its workers take the job.
 local queue = ARGV[1]
 local raw = ARGV[2]
@@ -10,8 +11,51 @@ if not queue or queue == '' or not raw then
   return redis.error_reply('quizworker: usage: EVAL script 0 <queue> <envelope json>')
 end
 
+local SURROGATE_ESCAPE = '\\u[dD][89a-fA-F]%x%x'
+
+-- JSON.stringify writes user text cut in the middle of an emoji with a lone surrogate escape
+-- ("\ud83d"), which is no character: cjson and the daemon's JSON reader refuse it. Each lone
+-- one becomes "\ufffd" (U+FFFD, the replacement character); pairs stay as they are.
+local function replace_lone_surrogates(text)
+  local at = string.find(text, SURROGATE_ESCAPE)
+  if not at then
+    return text
+  end
+  local parts, copied_to = {}, 0
+  while at do
+    local before = at - 1
+    while before >= 1 and string.byte(text, before) == 92 do
+      before = before - 1
+    end
+    local next_at
+    if (at - 1 - before) % 2 == 1 then
+      -- An escaped backslash followed by "ud83d": text, not an escape.
+      next_at = at + 1
+    elseif string.find(text, '^\\u[dD][89abAB]%x%x\\u[dD][c-fC-F]%x%x', at) then
+      next_at = at + 12
+    else
+      parts[#parts + 1] = string.sub(text, copied_to + 1, at - 1)
+      parts[#parts + 1] = '\\ufffd'
+      copied_to = at + 5
+      next_at = at + 6
+    end
+    at = string.find(text, SURROGATE_ESCAPE, next_at)
+  end
+  parts[#parts + 1] = string.sub(text, copied_to + 1)
+  return table.concat(parts)
+end
+
+raw = replace_lone_surrogates(raw)
 local ok, env = pcall(cjson.decode, raw)
-if not ok or type(env) ~= 'table' then
+if not ok then
+  local reason = tostring(env)
+  if string.find(reason, 'too many nested', 1, true) then
+    return redis.error_reply('quizworker: the envelope nests arrays and objects deeper than the script\'s JSON decoder allows (cjson: '
+      .. reason .. '); the daemon refuses jobs nested deeper than its limits.max_json_depth, 64 by default')
+  end
+  return redis.error_reply('quizworker: the envelope is not valid JSON (cjson: ' .. reason .. ')')
+end
+if type(env) ~= 'table' then
   return redis.error_reply('quizworker: the envelope is not a JSON object')
 end
 if env.v ~= 1 then

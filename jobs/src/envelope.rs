@@ -6,6 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use ulid::Ulid;
 
+use crate::limits::{ECHO_BYTES, LimitExceeded, Limits, shorten};
 use crate::payload::JobPayload;
 
 /// The envelope version this crate writes and the daemon reads.
@@ -42,20 +43,31 @@ pub struct Envelope {
 }
 
 /// Why bytes taken off the queue are not a job this daemon can run. Every message names what is
-/// wrong, because it ends up in the journal for an operator to read.
+/// wrong, because it ends up in the journal for an operator to read; what it quotes of the
+/// input (a value, serde's message) is cut to [`ECHO_BYTES`], so that a large bad input is not
+/// copied into every error and log line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("the job is not valid JSON: {0}")]
+    #[error("{0}")]
+    OverLimit(#[from] LimitExceeded),
+    #[error("the job is not valid JSON: {}", shorten(.0, ECHO_BYTES))]
     NotJson(String),
     #[error("the job is not a JSON object but {0}")]
     NotAnObject(&'static str),
-    #[error("unsupported envelope version {0} (this daemon reads version {ENVELOPE_VERSION})")]
+    #[error(
+        "unsupported envelope version {} (this daemon reads version {ENVELOPE_VERSION})",
+        shorten(.0, ECHO_BYTES)
+    )]
     Version(String),
-    #[error("the envelope is malformed: {0}")]
+    #[error("the envelope is malformed: {}", shorten(.0, ECHO_BYTES))]
     Malformed(String),
-    #[error("unknown job kind `{0}`")]
+    #[error("unknown job kind `{}`", shorten(.0, ECHO_BYTES))]
     UnknownKind(String),
-    #[error("the payload does not match kind `{kind}`: {reason}")]
+    #[error(
+        "the payload does not match kind `{}`: {}",
+        shorten(.kind, ECHO_BYTES),
+        shorten(.reason, ECHO_BYTES)
+    )]
     PayloadMismatch { kind: String, reason: String },
 }
 
@@ -105,7 +117,18 @@ impl Envelope {
         }
     }
 
-    /// Reads an envelope from the bytes stored in Redis.
+    /// Reads an envelope from the bytes stored in Redis, as the daemon does: a job over one of
+    /// the `limits` is refused before it is parsed (its size and depth) or as soon as its kind
+    /// is read.
+    pub fn decode_within(bytes: &[u8], limits: &Limits) -> Result<Self, EnvelopeError> {
+        limits.check_text(bytes)?;
+        let envelope = Self::decode(bytes)?;
+        limits.check_kind(&envelope.kind)?;
+        Ok(envelope)
+    }
+
+    /// Reads an envelope from the bytes stored in Redis, with no limits but serde_json's own
+    /// (nesting 128 deep): for tools that read what the daemon refused.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         // The common case in one pass; anything it refuses is read again, slowly, to say
         // exactly what is wrong.
@@ -202,6 +225,71 @@ mod tests {
                 "{err:?} should contain {expected:?}"
             );
         }
+    }
+
+    fn with_payload(kind: &str, payload: &str) -> String {
+        format!(
+            r#"{{"v":1,"id":"01KAAAAAAAAAAAAAAAAAAAAAA1","kind":"{kind}","payload":{payload},"created_at":"2026-11-22T10:00:00Z"}}"#
+        )
+    }
+
+    #[test]
+    fn a_job_within_the_limits_decodes() {
+        let text = with_payload("diag.sleep", r#"{"ms": 5}"#);
+        let env = Envelope::decode_within(text.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(env.payload_as::<Sleep>().unwrap(), Sleep { ms: 5 });
+    }
+
+    #[test]
+    fn a_job_over_a_limit_is_refused_naming_the_limit() {
+        let limits = Limits {
+            max_job_bytes: 4096,
+            max_kind_bytes: 20,
+            max_json_depth: 8,
+        };
+        let big = with_payload(
+            "diag.noop",
+            &format!(r#"{{"note": "{}"}}"#, "x".repeat(5000)),
+        );
+        let deep = with_payload("diag.noop", &("[".repeat(1000) + &"]".repeat(1000)));
+        let long_kind = with_payload(&"k".repeat(21), "{}");
+        let cases = [
+            (big, "more than limits.max_job_bytes = 4096"),
+            (deep, "more than limits.max_json_depth = 8 deep"),
+            (
+                long_kind,
+                "21 bytes long, more than limits.max_kind_bytes = 20",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Envelope::decode_within(text.as_bytes(), &limits).unwrap_err();
+            assert!(matches!(err, EnvelopeError::OverLimit(_)), "{err:?}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn errors_quote_only_a_short_part_of_a_large_input() {
+        let huge = "y".repeat(500_000);
+        let bad_version = format!(r#"{{"v": "{huge}"}}"#);
+        let err = Envelope::decode(bad_version.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("unsupported envelope version"), "{err}");
+        assert!(err.len() < 2 * ECHO_BYTES, "{} bytes", err.len());
+
+        let text = with_payload("diag.sleep", &format!(r#"{{"ms": "{huge}"}}"#));
+        let env = Envelope::decode(text.as_bytes()).unwrap();
+        let err = env.payload_as::<Sleep>().unwrap_err().to_string();
+        assert!(
+            err.starts_with("the payload does not match kind `diag.sleep`: invalid type: string"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("expected u64 at line 1 column 500009"),
+            "{err}"
+        );
+        assert!(err.len() < 2 * ECHO_BYTES, "{} bytes", err.len());
     }
 
     #[test]

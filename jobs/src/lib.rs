@@ -4,15 +4,18 @@
 //!
 //! One module per job family, holding its payloads and its pure logic: [`diag`], [`scoring`],
 //! [`exports`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
-//! every kind is [`catalogue`]; the wire format is [`envelope`].
+//! every kind is [`catalogue`]; the wire format is [`envelope`], and what the daemon accepts of a
+//! job is [`limits`].
 
 pub mod catalogue;
 pub mod diag;
 pub mod envelope;
 pub mod exports;
+pub mod limits;
 pub mod payload;
 pub mod scoring;
 
 pub use catalogue::Kind;
 pub use envelope::{ENQUEUE_SCRIPT, ENVELOPE_VERSION, Envelope, EnvelopeError};
+pub use limits::{LimitExceeded, Limits};
 pub use payload::{JobPayload, Queue, UnknownQueue};

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use quizworker_jobs::limits::{ECHO_BYTES, shorten, shorten_quoted};
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
@@ -171,7 +172,7 @@ impl Executor {
     /// Runs one job. Every outcome, bad input included, ends up in the journal; nothing here
     /// returns an error to the transport, because retries are ours to decide.
     async fn execute(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) {
-        let decoded = Envelope::decode(raw).and_then(|envelope| {
+        let decoded = Envelope::decode_within(raw, &self.config.limits).and_then(|envelope| {
             if envelope.id.to_string() == id {
                 Ok(envelope)
             } else {
@@ -359,7 +360,7 @@ impl Executor {
                 result: journal::sanitize_json(result),
             },
             Err(JobError::Permanent(error)) => Finish::Failed {
-                error: journal::sanitize_text(&error),
+                error: error_text(&error),
             },
             Err(JobError::Transient(error)) if attempt < max_attempts => {
                 let wait = backoff::delay(
@@ -368,12 +369,12 @@ impl Executor {
                     rand::random::<f64>(),
                 );
                 Finish::Retrying {
-                    error: journal::sanitize_text(&error),
+                    error: error_text(&error),
                     run_at: Utc::now() + wait,
                 }
             }
             Err(JobError::Transient(error)) => Finish::Failed {
-                error: journal::sanitize_text(&format!(
+                error: error_text(&format!(
                     "{error} (attempt {attempt} of {max_attempts}: no attempts left)"
                 )),
             },
@@ -424,7 +425,7 @@ impl Executor {
         match self.journal.start(start).await {
             Ok(StartOutcome::Run { attempt, .. }) => {
                 metrics::failed_without_running(queue, MALFORMED_KIND);
-                let error = journal::sanitize_text(reason);
+                let error = error_text(reason);
                 self.record(&id, attempt, Finish::Failed { error }).await;
             }
             Ok(StartOutcome::Skip(_)) => {}
@@ -440,10 +441,15 @@ impl Executor {
     }
 
     /// The journal entry of a job whose envelope cannot be read: the raw text kept for the
-    /// operator, one attempt allowed.
+    /// operator (only its ends if the job is over `limits.max_job_bytes`), one attempt allowed.
     fn malformed_start(&self, queue: Queue, worker: &str, id: &str, raw: &[u8]) -> JobStart {
-        let payload = serde_json::from_slice::<Value>(raw)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
+        let payload = if raw.len() > self.config.limits.max_job_bytes {
+            let text = String::from_utf8_lossy(raw);
+            Value::String(shorten(&text, OVERSIZED_JOB_EXCERPT_BYTES).into_owned())
+        } else {
+            serde_json::from_slice::<Value>(raw)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()))
+        };
         let created_at = id
             .parse::<Ulid>()
             .map(|ulid| DateTime::<Utc>::from(ulid.datetime()))
@@ -461,4 +467,18 @@ impl Executor {
             stale_after: self.stale_after(queue),
         }
     }
+}
+
+/// The most bytes of an error that the journal and the log keep: a handler's message may quote
+/// its input, and a producer's input may be large (docs/PROTOCOL.md, section 6).
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// What the journal keeps of a job refused for its size.
+const OVERSIZED_JOB_EXCERPT_BYTES: usize = 1024;
+
+/// An error as the journal and the log keep it: what it quotes between backticks cut to a few
+/// hundred bytes (twice `ECHO_BYTES`, so that a quote the decoder or the scorer already cut is
+/// left as it is), all of it to `MAX_ERROR_BYTES`.
+fn error_text(error: &str) -> String {
+    let quoted_short = shorten_quoted(error, 2 * ECHO_BYTES);
+    journal::sanitize_text(&shorten(&quoted_short, MAX_ERROR_BYTES))
 }

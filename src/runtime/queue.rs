@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis_core::task::status::Status as TaskStatus;
 use chrono::{DateTime, Utc};
+use quizworker_jobs::limits::{ECHO_BYTES, shorten};
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, Queue};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -109,7 +110,10 @@ impl HeldEntry {
     /// The checks mirror apalis-redis' own.
     pub fn unreadable(&self) -> Option<String> {
         let Ok(ulid) = self.id.parse::<Ulid>() else {
-            return Some(format!("its id `{}` is not a ULID", shorten(&self.id)));
+            return Some(format!(
+                "its id `{}` is not a ULID",
+                shorten(&self.id, ECHO_BYTES)
+            ));
         };
         if ulid.to_string() != self.id {
             return Some(format!(
@@ -131,7 +135,7 @@ impl HeldEntry {
                 Some(value) if value.parse::<u32>().is_err() => {
                     return Some(format!(
                         "its metadata's `{field}` is `{}`, not an integer from 0 to 4294967295",
-                        shorten(value)
+                        shorten(value, ECHO_BYTES)
                     ));
                 }
                 Some(_) => {}
@@ -141,18 +145,10 @@ impl HeldEntry {
             None => Some("its metadata has no `status`".into()),
             Some(status) if status.parse::<TaskStatus>().is_err() => Some(format!(
                 "its metadata's `status` is `{}`, not one of apalis' states",
-                shorten(status)
+                shorten(status, ECHO_BYTES)
             )),
             Some(_) => None,
         }
-    }
-}
-
-/// At most 64 characters of `text` from outside, for an error message.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
     }
 }
 

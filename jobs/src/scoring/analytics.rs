@@ -91,27 +91,30 @@ const MAX_BARS: i64 = 10_000;
 
 /// Candidates per bar of `width` marks, bars aligned on multiples of `width`, from the lowest
 /// score's bar to the highest's (empty bars included). Empty for no scores; `None` if `width`
-/// is not positive or the bars would be more than 10,000.
+/// is not positive, the bars would be more than 10,000, or their bounds do not fit in marks.
 pub fn histogram(scores: &[Marks], width: Marks) -> Option<Vec<HistogramBar>> {
     if !width.is_positive() {
         return None;
     }
     let bar = |m: Marks| -> Option<i64> {
         let q = m.ratio().checked_mul(&width.ratio().recip())?;
-        Some(q.floor().to_integer())
+        // `Ratio::floor` overflows near i64::MIN; with a positive denominator (a ratio keeps
+        // its sign in the numerator), Euclid's quotient is the floor.
+        Some(q.numer().div_euclid(*q.denom()))
     };
     let (Some(&low), Some(&high)) = (scores.iter().min(), scores.iter().max()) else {
         return Some(Vec::new());
     };
     let (first, last) = (bar(low)?, bar(high)?);
-    if last - first >= MAX_BARS {
+    // Scores at both ends of the marks' range are bars more than i64 apart.
+    if last.checked_sub(first)? >= MAX_BARS {
         return None;
     }
     let mut bars: Vec<HistogramBar> = (first..=last)
         .map(|b| {
             Some(HistogramBar {
                 from: width.checked_mul(Marks::integer(b))?,
-                to: width.checked_mul(Marks::integer(b + 1))?,
+                to: width.checked_mul(Marks::integer(b.checked_add(1)?))?,
                 candidates: 0,
             })
         })

@@ -1022,3 +1022,14 @@ fn histograms_align_bars_on_the_width() {
     assert!(histogram(&scores, m("1/1000")).is_none());
     assert_eq!(histogram(&[], m("5")), Some(vec![]));
 }
+
+#[test]
+fn histograms_of_scores_at_the_ends_of_the_marks_range_are_refused_not_built() {
+    let (lowest, highest) = (Marks::integer(i64::MIN), Marks::integer(i64::MAX));
+    assert!(histogram(&[lowest, highest], m("1")).is_none());
+    assert!(histogram(&[highest], m("1")).is_none());
+    assert!(histogram(&[m("-1000000000000"), m("4")], m("1")).is_none());
+    let one = histogram(&[lowest], m("1")).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].candidates, 1);
+}

@@ -407,6 +407,10 @@ fn common_denominator(resolved: &[Resolved]) -> Option<i64> {
     for r in resolved {
         let marks = [r.correct, r.incorrect, r.unattempted];
         for m in marks.iter().chain(r.partial.iter().flatten()) {
+            // Checked first, so that the product inside `lcm` stays below 10^18.
+            if m.denom() > MAX_DENOMINATOR {
+                return None;
+            }
             denom = denom.lcm(&m.denom());
             if denom > MAX_DENOMINATOR {
                 return None;
@@ -849,6 +853,17 @@ mod tests {
         let err = prepare(json!({
             "test_id": "t", "key_version": 1,
             "sections": [{"id": "s", "questions": questions}]
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("no common denominator"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_denominator_near_i64_max_without_overflowing() {
+        let err = prepare(json!({
+            "test_id": "t", "key_version": 1,
+            "marking": {"correct": "1/999999937", "incorrect": "-1/9223372036854775807"},
+            "sections": [{"id": "s", "questions": [{"id": "q", "type": "mcq", "answer": "A"}]}]
         }))
         .unwrap_err();
         assert!(err.to_string().contains("no common denominator"), "{err}");

@@ -10,6 +10,7 @@ use super::marks::Marks;
 use super::prepared::{Key, PreparedTest, QuestionPlan};
 use super::response::{Answer, Attempt, Response};
 use super::test_def::QuestionType;
+use crate::limits::{ECHO_BYTES, shorten};
 
 /// One thing wrong with a test or an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +59,19 @@ impl Problem {
     }
 }
 
+/// How much of an id a problem's text quotes, and how much of its message (which may quote an
+/// answer or a key): a large bad input is named, not copied into the job's error.
+const ID_BYTES: usize = 64;
+const MESSAGE_BYTES: usize = 300;
+/// Problems a [`ScoringError`]'s text names before it counts the rest (its
+/// [`problems`](ScoringError::problems) and JSON form have them all).
+const LISTED_PROBLEMS: usize = 20;
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.response, &self.section, &self.question) {
+        let section = self.section.as_deref().map(|id| shorten(id, ID_BYTES));
+        let question = self.question.as_deref().map(|id| shorten(id, ID_BYTES));
+        match (&self.response, section, question) {
             (Some(i), _, Some(q)) => write!(f, "response {i} (question `{q}`): ")?,
             (Some(i), _, None) => write!(f, "response {i}: ")?,
             (None, Some(s), Some(q)) => write!(f, "question `{q}` in section `{s}`: ")?,
@@ -68,7 +79,7 @@ impl fmt::Display for Problem {
             (None, None, Some(q)) => write!(f, "question `{q}`: ")?,
             (None, None, None) => {}
         }
-        f.write_str(&self.message)
+        f.write_str(&shorten(&self.message, MESSAGE_BYTES))
     }
 }
 
@@ -79,7 +90,7 @@ impl fmt::Display for Problem {
 pub enum ScoringError {
     /// The document is not JSON of the expected shape; serde's message names the line and
     /// column. Only [`score_json`](super::score_json) returns it.
-    #[error("malformed input: {message}")]
+    #[error("malformed input: {}", shorten(.message, ECHO_BYTES))]
     Malformed { message: String },
     /// The test definition (its keys or marking) is wrong: every attempt of it would fail.
     #[error("invalid test: {}", List(problems))]
@@ -117,11 +128,14 @@ impl fmt::Display for List<'_> {
             1 => {}
             n => write!(f, "{n} problems: ")?,
         }
-        for (i, p) in self.0.iter().enumerate() {
+        for (i, p) in self.0.iter().take(LISTED_PROBLEMS).enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
             write!(f, "{p}")?;
+        }
+        if let Some(more) = self.0.len().checked_sub(LISTED_PROBLEMS).filter(|&n| n > 0) {
+            write!(f, "; and {more} more")?;
         }
         Ok(())
     }
@@ -334,5 +348,29 @@ mod tests {
             ScoringError::invalid_test(vec![Problem::section("s", "empty")]).to_string(),
             "invalid test: section `s`: empty"
         );
+    }
+
+    #[test]
+    fn a_large_bad_input_is_named_not_copied() {
+        let answer = "9".repeat(100_000) + "x";
+        let problems: Vec<Problem> = (0..1000)
+            .map(|i| {
+                Problem::response(
+                    i,
+                    &"q".repeat(10_000),
+                    format!("`{answer}` is not a number (write digits)"),
+                )
+            })
+            .collect();
+        let err = ScoringError::invalid_attempt(problems);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid attempt: 1000 problems: response 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("; and 980 more"), "{text}");
+        assert!(text.contains("is not a number (write digits)"), "{text}");
+        assert!(text.len() < LISTED_PROBLEMS * 500, "{} bytes", text.len());
+        assert_eq!(err.problems().len(), 1000, "the list itself is whole");
     }
 }

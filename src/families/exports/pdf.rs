@@ -686,8 +686,6 @@ pub struct QuestionStatistics {
 
 /// Questions listed as the hardest and as the easiest.
 const EXTREMES: usize = 10;
-/// Bars of the histogram when the maximum allows.
-const BARS: i64 = 10;
 
 /// Builds a test's analytics report: summary, histogram of the totals, section averages, and
 /// the hardest and easiest questions by facility (share of candidates answering correctly).
@@ -792,35 +790,25 @@ pub fn test_report(stats: &Statistics, test: Option<&TestDef>, fonts: &Fonts) ->
     w.finish()
 }
 
-/// Candidates per band of a tenth of the maximum (at least one mark), as vertical bars.
+/// The totals' distribution as vertical bars, one per band of [`score_bands`].
 fn histogram(w: &mut Writer<'_>, stats: &Statistics) {
-    let value = |m: Marks| m.numer() as f64 / m.denom() as f64;
-    let width = (value(stats.max_marks) / BARS as f64).max(1.0);
-    let band = |m: Marks| (value(m) / width).floor() as i64;
-    let (Some(low), Some(high)) = (
-        stats.distribution.iter().map(|d| band(d.marks)).min(),
-        stats.distribution.iter().map(|d| band(d.marks)).max(),
-    ) else {
+    let Some(bands) = score_bands(&stats.distribution, stats.max_marks) else {
         w.label_value("", "no candidates");
         return;
     };
-    let mut bars = vec![0u64; (high - low + 1) as usize];
-    for d in &stats.distribution {
-        bars[(band(d.marks) - low) as usize] += d.candidates;
-    }
-    let tallest = bars.iter().copied().max().unwrap_or(1).max(1);
+    let tallest = bands.counts.iter().copied().max().unwrap_or(1).max(1);
     let chart_h = 140.0;
     w.ensure(chart_h + 40.0);
     let base = w.y - chart_h;
-    let slot = (PAGE_W - 2.0 * MARGIN) / bars.len() as f32;
-    for (i, &count) in bars.iter().enumerate() {
+    let slot = (PAGE_W - 2.0 * MARGIN) / bands.counts.len() as f32;
+    for (i, &count) in bands.counts.iter().enumerate() {
         let x = MARGIN + slot * i as f32;
         let h = (chart_h - 14.0) * count as f32 / tallest as f32;
         if count > 0 {
             w.rect(x + slot * 0.1, base, slot * 0.8, h, BAR);
         }
-        let from = (low + i as i64) as f64 * width;
-        let label = format!("{from:.0}-{:.0}", from + width);
+        let from = bands.first + i as f64 * bands.width;
+        let label = format!("{}-{}", mark_label(from), mark_label(from + bands.width));
         let size = if slot < 40.0 { 6.0 } else { 8.0 };
         let label = w.fit(&label, size, slot - 2.0);
         w.text(x + 1.0, base - 10.0, size, &label, GREY);
@@ -834,4 +822,125 @@ fn histogram(w: &mut Writer<'_>, stats: &Statistics) {
     }
     w.rule(base, GREY);
     w.y = base - 24.0;
+}
+
+/// The most bars the score chart draws: the page has room for about this many labelled ones.
+const MAX_BANDS: usize = 20;
+
+/// Candidates per band of marks: band `i` holds `first + i * width <= marks < first + (i + 1) *
+/// width`.
+#[derive(Debug, PartialEq)]
+struct Bands {
+    first: f64,
+    width: f64,
+    counts: Vec<u64>,
+}
+
+/// Bands of a tenth of the maximum (at least one mark) from the lowest score's to the highest's,
+/// as long as that is at most [`MAX_BANDS`] bands. Scores spread wider, as a harsh negative
+/// marking allows (one candidate a trillion marks below the rest), get wider bands of a round
+/// width instead, so the chart stays readable and still counts every candidate; the number of
+/// bands never follows the marks. `None` for no candidates.
+fn score_bands(distribution: &[ScoreCount], max_marks: Marks) -> Option<Bands> {
+    let value = |m: Marks| m.numer() as f64 / m.denom() as f64;
+    let lowest = distribution
+        .iter()
+        .map(|d| value(d.marks))
+        .reduce(f64::min)?;
+    let highest = distribution
+        .iter()
+        .map(|d| value(d.marks))
+        .reduce(f64::max)?;
+    let tenth = (value(max_marks) / 10.0).max(1.0);
+    let bands_of = |width: f64| (highest / width).floor() - (lowest / width).floor() + 1.0;
+    let width = if bands_of(tenth) <= MAX_BANDS as f64 {
+        tenth
+    } else {
+        // Width w puts at most (highest - lowest) / w + 1 bands between the two scores.
+        round_up_1_2_5((highest - lowest) / (MAX_BANDS - 1) as f64).max(tenth)
+    };
+    let first_band = (lowest / width).floor();
+    let count = bands_of(width).clamp(1.0, MAX_BANDS as f64) as usize;
+    let mut counts = vec![0u64; count];
+    for d in distribution {
+        // Clamped: float rounding must not put a score outside the chart.
+        let band = ((value(d.marks) / width).floor() - first_band).clamp(0.0, (count - 1) as f64);
+        counts[band as usize] += d.candidates;
+    }
+    Some(Bands {
+        first: first_band * width,
+        width,
+        counts,
+    })
+}
+
+/// The least of 1, 2 and 5 times a power of ten that is at least `x` (which is positive).
+fn round_up_1_2_5(x: f64) -> f64 {
+    let power = 10f64.powi(x.log10().floor() as i32);
+    [1.0, 2.0, 5.0, 10.0, 20.0]
+        .into_iter()
+        .map(|step| step * power)
+        .find(|&width| width >= x)
+        .unwrap_or(x)
+}
+
+/// A band's bound for its label: whole marks, and a power of ten once they would not fit.
+fn mark_label(marks: f64) -> String {
+    if marks.abs() < 1e6 {
+        format!("{marks:.0}")
+    } else {
+        format!("{marks:.0e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distribution(scores: &[(Marks, u64)]) -> Vec<ScoreCount> {
+        scores
+            .iter()
+            .map(|&(marks, candidates)| ScoreCount { marks, candidates })
+            .collect()
+    }
+
+    fn m(text: &str) -> Marks {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn bands_are_a_tenth_of_the_maximum_when_the_scores_allow() {
+        let scores = distribution(&[(m("-3"), 1), (m("7"), 2), (m("40"), 1)]);
+        let bands = score_bands(&scores, m("40")).unwrap();
+        assert_eq!(bands.width, 4.0);
+        assert_eq!(bands.first, -4.0);
+        assert_eq!(bands.counts, [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(score_bands(&[], m("40")), None);
+    }
+
+    #[test]
+    fn scores_a_trillion_marks_apart_get_wide_bands_not_a_trillion_of_them() {
+        let scores = distribution(&[(m("-1000000000000"), 1), (m("4"), 2)]);
+        let bands = score_bands(&scores, m("4")).unwrap();
+        assert!(bands.counts.len() <= MAX_BANDS, "{bands:?}");
+        assert_eq!(bands.width, 1e11);
+        assert_eq!(bands.first, -1e12);
+        assert_eq!(bands.counts.first(), Some(&1));
+        assert_eq!(bands.counts.last(), Some(&2));
+        assert_eq!(mark_label(bands.first), "-1e12");
+    }
+
+    #[test]
+    fn bands_stay_few_at_the_ends_of_the_marks_range() {
+        let ends = [
+            (Marks::integer(i64::MIN), 3),
+            (Marks::integer(i64::MAX), 5),
+            (m("1/3"), 7),
+        ];
+        for max in [m("1"), Marks::integer(i64::MAX), Marks::integer(i64::MIN)] {
+            let bands = score_bands(&distribution(&ends), max).unwrap();
+            assert!((1..=MAX_BANDS).contains(&bands.counts.len()), "{bands:?}");
+            assert_eq!(bands.counts.iter().sum::<u64>(), 15, "{bands:?}");
+        }
+    }
 }
