@@ -106,9 +106,9 @@ fn run(knobs: &Knobs, workload: &Workload, harness: &mut Harness) {
         Ok(exports) => exports,
         Err(e) => return harness.fail("setup", e),
     };
-    let spec = RunSpec::new("exports", CONFIG_TOML)
+    let spec = RunSpec::new("exports", config_toml())
         .env("QUIZWORKER_EXPORTS__DIRECTORY", exports.path().display())
-        // The run's concurrency, over the shipped one in CONFIG_TOML.
+        // The run's concurrency, over the shipped one.
         .env("QUIZWORKER_QUEUES__EXPORTS__CONCURRENCY", knobs.concurrency);
     harness.with_run(spec, async |run, report| {
         let bench = Bench {
@@ -799,10 +799,17 @@ fn met(yes: bool) -> &'static str {
 }
 
 /// The shipped `[queues.exports]` and fonts (config.toml); the run's export directory and
-/// concurrency come from the environment. Whole tables are written so that nothing depends on
-/// the shipped file.
-const CONFIG_TOML: &str = r#"# Written by benches/exports.rs.
-[exports]
+/// concurrency come from the environment.
+fn config_toml() -> String {
+    common::config_toml(
+        "exports",
+        EXPORTS_TABLE,
+        common::queue_table("exports", 4, "15m", 3),
+    )
+}
+
+/// The shipped `[exports]` table but for the directory, which comes from the environment.
+const EXPORTS_TABLE: &str = r#"[exports]
 directory = "/nonexistent/overridden-by-the-environment"
 fonts = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -810,9 +817,4 @@ fonts = [
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
 ]
 
-[queues.exports]
-concurrency = 4
-timeout = "15m"
-max_attempts = 3
-backoff = { base = "2s", cap = "10m", jitter = 0.2 }
 "#;

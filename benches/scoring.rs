@@ -290,8 +290,8 @@ impl StepTimer<'_> {
 
 /// The run of part 2.
 fn spec(knobs: &Knobs) -> RunSpec {
-    RunSpec::new("scoring", CONFIG_TOML)
-        // The run's concurrency, over the shipped one in CONFIG_TOML.
+    RunSpec::new("scoring", config_toml())
+        // The run's concurrency, over the shipped one.
         .env("QUIZWORKER_QUEUES__SCORING__CONCURRENCY", knobs.concurrency)
 }
 
@@ -502,15 +502,10 @@ impl Bench<'_> {
 }
 
 /// The shipped `[queues.scoring]` (config.toml); the run's concurrency comes from
-/// QUIZWORKER_QUEUES__SCORING__CONCURRENCY. The whole table is written so that nothing depends
-/// on the shipped file.
-const CONFIG_TOML: &str = r#"# Written by benches/scoring.rs.
-[queues.scoring]
-concurrency = 256
-timeout = "5m"
-max_attempts = 5
-backoff = { base = "2s", cap = "10m", jitter = 0.2 }
-"#;
+/// QUIZWORKER_QUEUES__SCORING__CONCURRENCY.
+fn config_toml() -> String {
+    common::config_toml("scoring", "", common::queue_table("scoring", 256, "5m", 5))
+}
 
 /// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes and
 /// Redis, and by the whole machine, from /proc. Postgres' backends serving the run's database

@@ -614,24 +614,22 @@ fn maintenance_lines(log: &str) -> Vec<Pass> {
 }
 
 /// The shipped defaults (config.toml), but an HTTP port of the system's choosing and frequent
-/// maintenance. The default queue's whole table is written so that nothing depends on how
-/// tables merge with the defaults.
+/// maintenance.
 fn config_toml() -> String {
-    format!(
-        r#"# Written by benches/soak.rs.
-[http]
+    let tables = format!(
+        r#"[http]
 listen = "127.0.0.1:0"
 
 [maintenance]
 interval = "{MAINTENANCE_INTERVAL}"
 keep_completed = "{KEEP_COMPLETED}"
 
-[queues.default]
-concurrency = 1000
-timeout = "1m"
-max_attempts = 5
-backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
 "#
+    );
+    common::config_toml(
+        "soak",
+        &tables,
+        common::queue_table("default", 1000, "1m", 5),
     )
 }
 

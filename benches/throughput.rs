@@ -212,18 +212,10 @@ impl Bench<'_> {
     }
 }
 
-/// The shipped defaults (config.toml), but the default queue's concurrency. The whole table is
-/// written so that nothing depends on how tables merge with the defaults.
+/// The shipped defaults (config.toml), but the default queue's concurrency.
 fn config_toml(concurrency: u64) -> String {
-    format!(
-        r#"# Written by benches/throughput.rs.
-[queues.default]
-concurrency = {concurrency}
-timeout = "1m"
-max_attempts = 5
-backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
-"#
-    )
+    let queue = common::queue_table("default", concurrency, "1m", 5);
+    common::config_toml("throughput", "", queue)
 }
 
 fn ms(value: f64) -> String {

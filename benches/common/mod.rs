@@ -601,6 +601,26 @@ impl JournalCounts {
     }
 }
 
+/// The config file of benches/`bench`.rs: its own `tables` (each followed by a blank line), then
+/// its queue's, from [`queue_table`].
+pub fn config_toml(bench: &str, tables: &str, queue_table: String) -> String {
+    format!("# Written by benches/{bench}.rs.\n{tables}{queue_table}")
+}
+
+/// The `[queues.<queue>]` table as config.toml ships it, given the queue's shipped timeout and
+/// attempts, with `concurrency`. Benches write the whole table so that nothing depends on how
+/// tables merge with the defaults.
+pub fn queue_table(queue: &str, concurrency: u64, timeout: &str, max_attempts: u32) -> String {
+    format!(
+        r#"[queues.{queue}]
+concurrency = {concurrency}
+timeout = "{timeout}"
+max_attempts = {max_attempts}
+backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
+"#
+    )
+}
+
 /// `url` with its database (the path) replaced by `database`. User, password, host and query
 /// options are kept as written, so a password is never decoded and re-encoded.
 pub fn with_database(url: &str, database: &str) -> Result<String> {
