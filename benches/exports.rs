@@ -59,6 +59,9 @@ use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv};
 use quizworker_jobs::scoring::{Attempt, AttemptResult, Marks, competition_ranks, nta_percentiles};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 
 const TEST_ID: &str = "jee-adv-exports";
 /// Attempts written per INSERT while seeding (a result is about 19 KB of JSON).
@@ -296,21 +299,18 @@ impl Bench<'_> {
             rows.percentiles.push(percentiles[i].clone());
         }
         let mut tx = self.run.pg.begin().await?;
-        sqlx::query(
+        rows.insert(
             "INSERT INTO score_attempts (attempt_id, test_id, candidate_id, attempt, submitted_at)
              SELECT id, $1, candidate, attempt::json, submitted
                FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[])
                  AS t(id, candidate, attempt, submitted)",
         )
-        .bind(TEST_ID)
-        .bind(&rows.ids)
-        .bind(&rows.candidates)
         .bind(&rows.attempts)
         .bind(&rows.submitted)
         .execute(&mut *tx)
         .await
         .context("store attempts")?;
-        sqlx::query(
+        rows.insert(
             "INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
                                         max_marks, provisional, result, sheet, rank,
                                         percentile, finalized_at)
@@ -320,9 +320,6 @@ impl Bench<'_> {
                            $7::text[], $8::int8[], $9::text[])
                  AS t(id, candidate, marks, max_marks, result, sheet, rank, percentile)",
         )
-        .bind(TEST_ID)
-        .bind(&rows.ids)
-        .bind(&rows.candidates)
         .bind(&rows.marks)
         .bind(&rows.max_marks)
         .bind(&rows.results)
@@ -763,6 +760,17 @@ struct SeedRows {
     sheets: Vec<String>,
     ranks: Vec<i64>,
     percentiles: Vec<String>,
+}
+
+impl SeedRows {
+    /// `sql`, an INSERT of the rows into a table of the test's attempts, with what both such
+    /// tables start with bound: $1 the test, $2 the attempts' ids, $3 their candidates.
+    fn insert(&self, sql: &'static str) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query(sql)
+            .bind(TEST_ID)
+            .bind(&self.ids)
+            .bind(&self.candidates)
+    }
 }
 
 /// A file's size and SHA-256 are the ones its job recorded.

@@ -653,58 +653,58 @@ impl Daemon {
     }
 }
 
-/// One figure of the verdict: how it is read off a sample, and how it is shown.
+/// One figure of the verdict: what it is called and how it is read off a sample.
 struct Measure {
     name: &'static str,
-    value: fn(&Sample) -> f64,
-    show: fn(f64) -> String,
-    /// The unit of the slope, per minute.
+    /// "MiB" for a size, else what is counted.
     unit: &'static str,
+    /// Bytes, for a size.
+    value: fn(&Sample) -> u64,
+}
+
+impl Measure {
+    /// A size, read in bytes.
+    const fn mib(name: &'static str, bytes: fn(&Sample) -> u64) -> Measure {
+        Measure {
+            name,
+            unit: "MiB",
+            value: bytes,
+        }
+    }
+
+    /// A count of `unit`.
+    const fn count(name: &'static str, unit: &'static str, value: fn(&Sample) -> u64) -> Measure {
+        Measure { name, unit, value }
+    }
+
+    /// Its value in a sample, in its unit.
+    fn of(&self, sample: &Sample) -> f64 {
+        let value = (self.value)(sample) as f64;
+        if self.unit == "MiB" {
+            value / 1024.0 / 1024.0
+        } else {
+            value
+        }
+    }
+
+    /// A value of it, to a tenth of a MiB or to the unit.
+    fn show(&self, value: f64) -> String {
+        if self.unit == "MiB" {
+            format!("{value:.1} MiB")
+        } else {
+            format!("{} {}", thousands(value.round() as u64), self.unit)
+        }
+    }
 }
 
 const MEASURES: &[Measure] = &[
-    Measure {
-        name: "daemon RSS",
-        value: |s| s.rss_kb as f64 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
-    Measure {
-        name: "Redis data hash",
-        value: |s| s.data as f64,
-        show: |v| format!("{} entries", thousands(v.round() as u64)),
-        unit: "entries",
-    },
-    Measure {
-        name: "done set",
-        value: |s| s.done as f64,
-        show: |v| format!("{} ids", thousands(v.round() as u64)),
-        unit: "ids",
-    },
-    Measure {
-        name: "this run's Redis keys",
-        value: |s| s.run_keys as f64,
-        show: |v| format!("{} keys", thousands(v.round() as u64)),
-        unit: "keys",
-    },
-    Measure {
-        name: "journal",
-        value: |s| (s.journal_jobs + s.journal_attempts) as f64,
-        show: |v| format!("{} rows", thousands(v.round() as u64)),
-        unit: "rows",
-    },
-    Measure {
-        name: "journal on disk",
-        value: |s| s.journal_bytes as f64 / 1024.0 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
-    Measure {
-        name: "Redis used_memory (whole server)",
-        value: |s| s.used_memory as f64 / 1024.0 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
+    Measure::mib("daemon RSS", |s| s.rss_kb * 1024),
+    Measure::count("Redis data hash", "entries", |s| s.data),
+    Measure::count("done set", "ids", |s| s.done),
+    Measure::count("this run's Redis keys", "keys", |s| s.run_keys),
+    Measure::count("journal", "rows", |s| s.journal_jobs + s.journal_attempts),
+    Measure::mib("journal on disk", |s| s.journal_bytes),
+    Measure::mib("Redis used_memory (whole server)", |s| s.used_memory),
 ];
 
 /// "RSS: 21.3 MiB after 1 min, 21.8 MiB at the end (+2%); ..." with "at the end" the average
@@ -713,8 +713,8 @@ fn verdict(baseline: &Sample, late: &[Sample]) -> String {
     let parts: Vec<String> = MEASURES
         .iter()
         .map(|m| {
-            let before = (m.value)(baseline);
-            let after = late.iter().map(|s| (m.value)(s)).sum::<f64>() / late.len() as f64;
+            let before = m.of(baseline);
+            let after = late.iter().map(|s| m.of(s)).sum::<f64>() / late.len() as f64;
             let change = if before > 0.0 {
                 format!(" ({:+.0}%)", (after - before) / before * 100.0)
             } else {
@@ -723,9 +723,9 @@ fn verdict(baseline: &Sample, late: &[Sample]) -> String {
             format!(
                 "{}: {} after {:.0} s, {} at the end{change}",
                 m.name,
-                (m.show)(before),
+                m.show(before),
                 baseline.t,
-                (m.show)(after)
+                m.show(after)
             )
         })
         .collect();
@@ -739,10 +739,10 @@ fn trend(samples: &[Sample]) -> String {
         .iter()
         .map(|m| {
             let mean_t = samples.iter().map(|s| s.t).sum::<f64>() / n;
-            let mean_v = samples.iter().map(|s| (m.value)(s)).sum::<f64>() / n;
+            let mean_v = samples.iter().map(|s| m.of(s)).sum::<f64>() / n;
             let (num, den) = samples.iter().fold((0.0, 0.0), |(num, den), s| {
                 let dt = s.t - mean_t;
-                (num + dt * ((m.value)(s) - mean_v), den + dt * dt)
+                (num + dt * (m.of(s) - mean_v), den + dt * dt)
             });
             let slope = if den > 0.0 { num / den * 60.0 } else { 0.0 };
             // Counts in whole units, sizes to the hundredth of a MiB.
