@@ -2,12 +2,11 @@
 //!
 //! How fast the release daemon writes the files of the `export.*` jobs (README "Exports"), with
 //! real Redis and Postgres. The workload is the scoring bench's 90-question, 3-section
-//! JEE-Advanced-like test and its seeded attempt generator (copied from benches/scoring.rs, so
-//! the two benches stay independent); every stored result is what the pure scorer
-//! (`PreparedTest::score`) gives for its attempt, ranked with the pure `competition_ranks` and
-//! `nta_percentiles`, so the files are what a real finalized test exports. Candidates' names
-//! cycle through Latin, Devanagari and Chinese, so the report cards need all three configured
-//! fonts.
+//! JEE-Advanced-like test and its seeded attempt generator (benches/common/generated.rs, which
+//! both benches use); every stored result is what the pure scorer (`PreparedTest::score`) gives
+//! for its attempt, ranked with the pure `competition_ranks` and `nta_percentiles`, so the files
+//! are what a real finalized test exports. Candidates' names cycle through Latin, Devanagari and
+//! Chinese, so the report cards need all three configured fonts.
 //!
 //! Seeding: BENCH_CSV_ROWS attempts (at least BENCH_REPORT_CARDS) are scored in the bench and
 //! written straight into the scoring tables with bulk `INSERT ... SELECT FROM UNNEST`, a thousand
@@ -41,31 +40,28 @@
 //! `pdftotext` and the fonts of config.toml's [exports] (scripts/services.sh installs them).
 //!
 //! Prints a Markdown report on stdout and progress on stderr; exits non-zero if anything failed
-//! (the report then shows what was measured before the failure). Structure follows
-//! benches/scoring.rs; the helpers the benches share are in benches/common/mod.rs.
+//! (the report then shows what was measured before the failure). Runs on the harness the benches
+//! share (benches/common/harness.rs).
 
 mod common;
 
 use std::fs;
-use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, TimeZone, Utc};
-use common::generated::{
-    Key, Lcg, OPTIONS, Question, SECTIONS, picked, right_answer, wrong_answer,
-};
-use common::{Daemon, Run, RunSpec, STALL_DEADLINE, env_or, mib, per_sec, percentile, time_at};
+use common::generated::{SECTIONS, Tally, Workload};
+use common::harness::Harness;
+use common::{Daemon, KnobReader, Report, Run, RunSpec, mib, per_sec, percentile, time_at};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv};
-use quizworker_jobs::scoring::{
-    Attempt, AttemptResult, Marks, PreparedTest, Response, ResponseState, TestDef,
-    competition_ranks, nta_percentiles,
-};
-use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, JobPayload};
+use quizworker_jobs::scoring::{Attempt, AttemptResult, Marks, competition_ranks, nta_percentiles};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 
 const TEST_ID: &str = "jee-adv-exports";
 /// Attempts written per INSERT while seeding (a result is about 19 KB of JSON).
@@ -80,64 +76,65 @@ const AIM_CSV_SECS: f64 = 2.0;
 const AIM_CSV_RSS_MB: f64 = 50.0;
 const AIM_CARDS_PER_SEC: f64 = 100.0;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let knobs = match Knobs::from_env() {
-        Ok(knobs) => knobs,
-        Err(e) => {
-            eprintln!("bench: error: {e:#}");
-            return ExitCode::FAILURE;
+fn main() -> ExitCode {
+    common::main("exports", "bench", Knobs::read, |knobs, harness| {
+        harness
+            .report
+            .machine("Load average at start (/proc/loadavg)", load_average());
+        match Workload::new(TEST_ID) {
+            Err(e) => harness.fail("the test", e),
+            Ok(workload) => {
+                harness.report.workload(&format!(
+                    "{}, 6 matching-list MCQs +3/-1/3 (benches/scoring.rs' test); candidates \
+                     named in Latin, Devanagari and Chinese in turn",
+                    workload.describe()
+                ));
+                run(knobs, &workload, harness);
+            }
         }
-    };
-    let mut report = Report::new(&knobs);
-    // Other load on the machine skews every figure: the report says how much there was.
-    report.machine("Load average at start (/proc/loadavg)", load_average());
-    let mut errors = Vec::new();
-    match Workload::new() {
-        Err(e) => errors.push(format!("the test: {e:#}")),
-        Ok(workload) => {
-            report.workload(workload.describe());
-            errors.extend(run(&knobs, &workload, &mut report).await);
-        }
-    }
-    report.machine("Load average at end (/proc/loadavg)", load_average());
-    let sections = report.sections();
-    common::finish(&mut report, &errors, &sections)
+        harness
+            .report
+            .machine("Load average at end (/proc/loadavg)", load_average());
+    })
 }
 
-/// The 1, 5 and 15 minute load averages.
+/// The 1, 5 and 15 minute load averages: other load on the machine skews every figure.
 fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
-    if fields.len() == 3 {
-        fields.join(" ")
-    } else {
-        "unknown".into()
-    }
+    common::load_averages().map_or("unknown".into(), |loads| loads.join(" "))
 }
 
-/// Sets up, runs both parts, cleans up; returns what failed.
-async fn run(knobs: &Knobs, workload: &Workload, report: &mut Report) -> Vec<String> {
-    let mut errors = Vec::new();
-    match Bench::setup(knobs, report).await {
-        Err(e) => errors.push(format!("setup: {e:#}")),
-        Ok(bench) => {
-            // Ctrl-C drops the run (and with it any daemon, which is killed) but still cleans up.
-            let result = tokio::select! {
-                result = bench.run(workload, report) => result,
-                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted by Ctrl-C")),
-            };
-            if let Err(e) = result {
-                errors.push(format!("{e:#}"));
-            }
-            bench.run.note_daemon_warnings(report);
-            if let Err(e) = bench.run.teardown(report).await {
-                errors.push(format!("cleanup: {e:#}"));
-            }
-            // The export directory goes with `bench.exports` (a TempDir).
-        }
+/// Sets up, runs both parts, cleans up.
+fn run(knobs: &Knobs, workload: &Workload, harness: &mut Harness) {
+    let exports = match export_directory() {
+        Ok(exports) => exports,
+        Err(e) => return harness.fail("setup", e),
+    };
+    let spec = RunSpec::new("exports", config_toml())
+        .env("QUIZWORKER_EXPORTS__DIRECTORY", exports.path().display())
+        // The run's concurrency, over the shipped one.
+        .env("QUIZWORKER_QUEUES__EXPORTS__CONCURRENCY", knobs.concurrency);
+    harness.with_run(spec, async |run, report| {
+        let bench = Bench {
+            knobs,
+            run,
+            exports: exports.path(),
+        };
+        bench.run(workload, report).await
+    });
+    // The export directory goes with `exports` (a TempDir), after the run's cleanup.
+}
+
+/// Where the daemon writes the files, once the tools that check them are there; removed when
+/// dropped.
+fn export_directory() -> Result<tempfile::TempDir> {
+    for tool in ["qpdf", "pdftotext"] {
+        let found = Command::new(tool).arg("--version").output().is_ok();
+        ensure!(
+            found,
+            "{tool} is not installed (scripts/services.sh installs it)"
+        );
     }
-    errors
+    tempfile::tempdir().context("cannot create the export directory")
 }
 
 /// What the run is asked to do, from the environment.
@@ -145,26 +142,18 @@ struct Knobs {
     csv_rows: usize,
     report_cards: usize,
     concurrency: u64,
-    database_url: String,
-    redis_url: String,
 }
 
 impl Knobs {
-    fn from_env() -> Result<Knobs> {
+    fn read(reader: &mut KnobReader) -> Result<Knobs> {
         let knobs = Knobs {
-            csv_rows: env_or("BENCH_CSV_ROWS", 100_000)?,
-            report_cards: env_or("BENCH_REPORT_CARDS", 500)?,
-            concurrency: env_or("BENCH_EXPORTS_CONCURRENCY", 4)?,
-            database_url: common::database_url()?,
-            redis_url: common::redis_url()?,
+            csv_rows: reader.read("BENCH_CSV_ROWS", 100_000, "")?,
+            report_cards: reader.read("BENCH_REPORT_CARDS", 500, "")?,
+            concurrency: reader.at_least("BENCH_EXPORTS_CONCURRENCY", 4, 1, "")?,
         };
         ensure!(
             knobs.csv_rows > 0 || knobs.report_cards > 0,
             "BENCH_CSV_ROWS and BENCH_REPORT_CARDS are both 0: nothing to measure"
-        );
-        ensure!(
-            knobs.concurrency >= 1,
-            "BENCH_EXPORTS_CONCURRENCY must be at least 1"
         );
         Ok(knobs)
     }
@@ -176,130 +165,17 @@ impl Knobs {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The test and the attempts: benches/scoring.rs' generator, with names in three scripts.
+// The test and the attempts: benches/scoring.rs' test and generator, with names in three scripts.
 
 /// Candidates' names by attempt number: one in three needs each configured font (DejaVu Sans,
 /// Lohit Devanagari, WenQuanYi Micro Hei).
 const NAMES: [&str; 3] = ["Asha Verma", "नेहा शर्मा", "王芳"];
 
-/// The test every part exports, and the keys the attempts are generated from.
-struct Workload {
-    def: TestDef,
-    prepared: PreparedTest,
-    /// In the test's order.
-    questions: Vec<Question>,
-}
-
-impl Workload {
-    fn new() -> Result<Workload> {
-        let mut questions = Vec::new();
-        let mut sections = Vec::new();
-        for (section, (id, title, topics)) in SECTIONS.iter().enumerate() {
-            let mut items = Vec::new();
-            for slot in 0..30 {
-                // Spread the keys over the options and values.
-                let g = (section * 30 + slot) as u32;
-                let qid = format!("{}-q{:02}", &id[..3], slot + 1);
-                let (key, mut item) = question(slot, g);
-                item["id"] = json!(qid);
-                item["topic"] = json!(topics[slot % 5]);
-                items.push(item);
-                questions.push(Question { id: qid, key });
-            }
-            let mut section = json!({"id": id, "title": title, "questions": items});
-            if *id == "mathematics" {
-                section["marking_by_type"] = json!({"mcq": {"incorrect": "-2/3"}});
-            }
-            sections.push(section);
-        }
-        let def = json!({
-            "test_id": TEST_ID,
-            "key_version": 1,
-            "title": "JEE Advanced-like mock, paper 1",
-            "marking_by_type": {
-                "mcq": {"correct": 3, "incorrect": -1},
-                "msq": {"correct": 4, "incorrect": -2, "msq": {"scheme": "partial", "per_option": 1}},
-                "integer": {"correct": 4, "incorrect": 0},
-                "numeric": {"correct": 3, "incorrect": 0}
-            },
-            "sections": sections,
-        });
-        let def: TestDef = serde_json::from_value(def).context("the test does not parse")?;
-        let prepared =
-            PreparedTest::new(def.clone()).map_err(|e| anyhow!("the test is refused: {e}"))?;
-        Ok(Workload {
-            def,
-            prepared,
-            questions,
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{TEST_ID}`: {} questions in {} sections of 30, {} topics, {} marks; per section 6 \
-             MCQs +3/-1 (mathematics -2/3), 6 MSQs +4/-2 with partial marking, 6 integer +4/0, \
-             6 numeric +3/0, 6 matching-list MCQs +3/-1/3 (benches/scoring.rs' test); \
-             candidates named in Latin, Devanagari and Chinese in turn",
-            self.prepared.question_count(),
-            self.prepared.section_ids().len(),
-            self.prepared.topics().len(),
-            self.prepared.max_marks(),
-        )
-    }
-
-    /// Attempt number `i`: the same every run.
-    fn attempt(&self, i: usize) -> Attempt {
-        let mut rng = Lcg::new(i as u64);
-        // The share of answered questions this candidate gets right, in percent.
-        let skill = 25 + rng.below(60);
-        let mut responses = Vec::with_capacity(self.questions.len());
-        for question in &self.questions {
-            let roll = rng.below(100);
-            let time_spent_ms = Some(u64::from(5_000 + rng.below(295_000)));
-            let (state, answer) = match roll {
-                // Never visited: no response at all.
-                0..8 => continue,
-                8..12 => (Some(ResponseState::NotAnswered), None),
-                12..16 => (Some(ResponseState::MarkedForReview), None),
-                _ => {
-                    let answer = if rng.below(100) < skill {
-                        right_answer(question.key, &mut rng)
-                    } else {
-                        wrong_answer(question.key, &mut rng)
-                    };
-                    let state = match rng.below(10) {
-                        0 => Some(ResponseState::AnsweredAndMarkedForReview),
-                        1 => Some(ResponseState::Answered),
-                        _ => None,
-                    };
-                    (state, Some(answer))
-                }
-            };
-            responses.push(Response {
-                question: question.id.clone(),
-                state,
-                answer,
-                awarded: None,
-                time_spent_ms,
-            });
-        }
-        Attempt {
-            attempt_id: attempt_id(i),
-            test_id: Some(TEST_ID.to_owned()),
-            candidate_id: Some(candidate(i)),
-            responses,
-        }
-    }
-
-    /// Attempt `i` and the pure scorer's result of it.
-    fn scored(&self, i: usize) -> Result<(Attempt, AttemptResult)> {
-        let attempt = self.attempt(i);
-        let result = self
-            .prepared
-            .score(&attempt)
-            .map_err(|e| anyhow!("attempt {} is refused: {e}", attempt.attempt_id))?;
-        Ok((attempt, result))
-    }
+/// Attempt `i` and the pure scorer's result of it.
+fn scored(workload: &Workload, i: usize) -> Result<(Attempt, AttemptResult)> {
+    let attempt = workload.attempt(i, attempt_id(i), candidate(i));
+    let result = workload.score(&attempt)?;
+    Ok((attempt, result))
 }
 
 fn attempt_id(i: usize) -> String {
@@ -316,99 +192,18 @@ fn submitted_at(i: usize) -> DateTime<Utc> {
     start.unwrap_or_default() + chrono::Duration::seconds(i as i64)
 }
 
-/// The key and the definition of the question in `slot` (0 to 29) of a section; `g` spreads the
-/// keys over the options and values.
-fn question(slot: usize, g: u32) -> (Key, Value) {
-    match slot / 6 {
-        0 | 4 => {
-            let k = (g as usize * 3 + 1) % 4;
-            let mut item = json!({"type": "mcq", "answer": OPTIONS[k]});
-            if slot / 6 == 4 {
-                // Matching-list questions: a wrong match loses a third of a mark.
-                item["marking"] = json!({"correct": 3, "incorrect": "-1/3"});
-            }
-            (Key::Mcq(k), item)
-        }
-        1 => {
-            let mask = 1 + (g * 7 % 15) as u8;
-            let answer: Vec<&str> = picked(mask).collect();
-            (Key::Msq(mask), json!({"type": "msq", "answer": answer}))
-        }
-        2 => {
-            let n = g * 7 % 60;
-            let item = json!({"type": "integer", "answer": n.to_string()});
-            (Key::Integer(n), item)
-        }
-        _ => {
-            let k = 1 + g % 20;
-            let rounding = json!({"mode": "round", "decimals": 2});
-            if g.is_multiple_of(2) {
-                let answer = json!({"min": format!("{k}.40"), "max": format!("{k}.60")});
-                let item = json!({"type": "numeric", "answer": answer, "rounding": rounding});
-                (Key::Range(k), item)
-            } else {
-                let answer = json!({"value": format!("{k}.81"), "tolerance": "0.01"});
-                let item = json!({"type": "numeric", "answer": answer, "rounding": rounding});
-                (Key::Tolerance(k), item)
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The run
 
 /// One run: its own database, Redis prefix, config file and export directory.
-struct Bench<'k> {
-    knobs: &'k Knobs,
-    run: Run,
-    /// Where the daemon writes the files; removed when the bench ends.
-    exports: tempfile::TempDir,
+struct Bench<'a> {
+    knobs: &'a Knobs,
+    run: &'a Run,
+    /// Where the daemon writes the files.
+    exports: &'a Path,
 }
 
-/// A job as the journal has it.
-struct JobRow {
-    state: String,
-    progress: i16,
-    result: Option<Value>,
-    last_error: Option<String>,
-}
-
-impl<'k> Bench<'k> {
-    async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
-        for tool in ["qpdf", "pdftotext"] {
-            let found = Command::new(tool).arg("--version").output().is_ok();
-            ensure!(
-                found,
-                "{tool} is not installed (scripts/services.sh installs it)"
-            );
-        }
-        let exports = tempfile::tempdir().context("cannot create the export directory")?;
-        let directory = exports.path().to_string_lossy().into_owned();
-        let spec = RunSpec {
-            tag: "bench",
-            queue: "exports",
-            config_toml: CONFIG_TOML,
-            env: vec![
-                ("QUIZWORKER_EXPORTS__DIRECTORY", directory),
-                // The run's concurrency, over the shipped one in CONFIG_TOML.
-                (
-                    "QUIZWORKER_QUEUES__EXPORTS__CONCURRENCY",
-                    knobs.concurrency.to_string(),
-                ),
-            ],
-            check_autovacuum: false,
-            database_url: &knobs.database_url,
-            redis_url: &knobs.redis_url,
-        };
-        let run = Run::setup(spec, report).await?;
-        Ok(Bench {
-            knobs,
-            run,
-            exports,
-        })
-    }
-
+impl Bench<'_> {
     async fn run(&self, workload: &Workload, report: &mut Report) -> Result<()> {
         self.run.migrate()?;
         let ranks = self.seed(workload, report).await?;
@@ -447,7 +242,7 @@ impl<'k> Bench<'k> {
         let mut totals: Vec<Marks> = Vec::with_capacity(n);
         let mut tally = Tally::default();
         for i in 0..n {
-            let (_, result) = workload.scored(i)?;
+            let (_, result) = scored(workload, i)?;
             tally.add(&result);
             totals.push(result.total.marks);
         }
@@ -468,10 +263,11 @@ impl<'k> Bench<'k> {
             "Seeded results",
             format!(
                 "{n} attempts and results in {:.1} s (not timed as an export); results' JSON \
-                 {:.1} KB on average; {}",
+                 {:.1} KB on average; answers {} (of {} marks)",
                 started.elapsed().as_secs_f64(),
                 result_bytes as f64 / n as f64 / 1000.0,
-                tally.describe(workload.prepared.max_marks())
+                tally.shares(),
+                workload.prepared.max_marks()
             ),
         );
         Ok(ranks)
@@ -488,7 +284,7 @@ impl<'k> Bench<'k> {
     ) -> Result<usize> {
         let mut rows = SeedRows::default();
         for i in range {
-            let (attempt, result) = workload.scored(i)?;
+            let (attempt, result) = scored(workload, i)?;
             rows.ids.push(attempt.attempt_id.clone());
             rows.candidates.push(candidate(i));
             rows.attempts.push(serde_json::to_string(&attempt)?);
@@ -503,21 +299,18 @@ impl<'k> Bench<'k> {
             rows.percentiles.push(percentiles[i].clone());
         }
         let mut tx = self.run.pg.begin().await?;
-        sqlx::query(
+        rows.insert(
             "INSERT INTO score_attempts (attempt_id, test_id, candidate_id, attempt, submitted_at)
              SELECT id, $1, candidate, attempt::json, submitted
                FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[])
                  AS t(id, candidate, attempt, submitted)",
         )
-        .bind(TEST_ID)
-        .bind(&rows.ids)
-        .bind(&rows.candidates)
         .bind(&rows.attempts)
         .bind(&rows.submitted)
         .execute(&mut *tx)
         .await
         .context("store attempts")?;
-        sqlx::query(
+        rows.insert(
             "INSERT INTO score_results (attempt_id, test_id, candidate_id, key_version, marks,
                                         max_marks, provisional, result, sheet, rank,
                                         percentile, finalized_at)
@@ -527,9 +320,6 @@ impl<'k> Bench<'k> {
                            $7::text[], $8::int8[], $9::text[])
                  AS t(id, candidate, marks, max_marks, result, sheet, rank, percentile)",
         )
-        .bind(TEST_ID)
-        .bind(&rows.ids)
-        .bind(&rows.candidates)
         .bind(&rows.marks)
         .bind(&rows.max_marks)
         .bind(&rows.results)
@@ -557,8 +347,8 @@ impl<'k> Bench<'k> {
             test_id: TEST_ID.to_owned(),
             options: Default::default(),
         };
-        let id = self.enqueue_one(&job).await?;
-        let row = self.wait_for_job(&mut daemon, &id).await?;
+        let id = self.run.enqueue_one(&job).await?;
+        let row = self.run.wait_for_job(&mut daemon, &id).await?;
         let wall = enqueued.elapsed().as_secs_f64();
         let cpu = self.cpu(&daemon).since(&cpu_before);
         let peak = daemon.status_kb("VmHWM")?;
@@ -666,12 +456,13 @@ impl<'k> Bench<'k> {
             "bench: rendering {n} report cards, concurrency {}",
             self.knobs.concurrency
         );
-        let before = self.completed().await?;
+        let before = self.run.completed_jobs().await?;
         let mut daemon = self.run.start_daemon("daemon-cards").await?;
         let cpu_before = self.cpu(&daemon);
-        let samples = common::sample_until(
+        let done = common::sample_until(
             &mut daemon,
-            before + n as u64,
+            before,
+            n as u64,
             "report card completed",
             "report cards completed",
             async || self.completed_or_failing().await,
@@ -681,10 +472,6 @@ impl<'k> Bench<'k> {
         let peak = daemon.status_kb("VmHWM")?;
         daemon.stop().await?;
 
-        let done: Vec<(f64, u64)> = samples
-            .iter()
-            .map(|&(t, completed)| (t, completed.saturating_sub(before)))
-            .collect();
         let total_secs = time_at(&done, n as u64);
         let rate = n as f64 / total_secs;
         let label = format!("Report cards, {n} (`export.report_pdf`)");
@@ -695,7 +482,7 @@ impl<'k> Bench<'k> {
             ),
             format!("**{}** ({total_secs:.2} s)", per_sec(rate, "cards")),
         );
-        let journal_secs: Option<f64> = sqlx::query_scalar(
+        let journal_secs = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM max(a.finished_at) - min(a.started_at))::float8
                FROM job_attempts a WHERE a.job_id = ANY($1)",
         )
@@ -703,12 +490,12 @@ impl<'k> Bench<'k> {
         .fetch_one(&self.run.pg)
         .await
         .context("read the cards' first start and last finish")?;
-        if let Some(secs) = journal_secs.filter(|s| *s > 0.0) {
-            report.figure(
-                format!("{label}: cards/s (journal: first start to last finish)"),
-                format!("{} ({secs:.2} s)", per_sec(n as f64 / secs, "cards")),
-            );
-        }
+        report.journal_rate(
+            format!("{label}: cards/s (journal: first start to last finish)"),
+            n as u64,
+            "cards",
+            journal_secs,
+        );
         let mut durations: Vec<f64> = sqlx::query_scalar(
             "SELECT duration_ms::float8 FROM job_attempts WHERE job_id = ANY($1)",
         )
@@ -749,36 +536,13 @@ impl<'k> Bench<'k> {
     async fn enqueue_cards(&self, attempts: &[usize], report: &mut Report) -> Result<Vec<String>> {
         let n = attempts.len();
         eprintln!("bench: enqueueing {n} export.report_pdf jobs");
-        let mut redis = self.run.redis.clone();
-        let sha = redis::Script::new(ENQUEUE_SCRIPT)
-            .load_async(&mut redis)
-            .await
-            .context("SCRIPT LOAD")?;
+        let mut pipeline = self.run.pipeline().await?;
         let mut ids = Vec::with_capacity(n);
         for batch in attempts.chunks(ENQUEUE_BATCH) {
-            let mut pipe = redis::pipe();
-            for &i in batch {
-                let job = ExportReportPdf {
-                    attempt_id: attempt_id(i),
-                };
-                let envelope = Envelope::new(&job, Utc::now())?;
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(0)
-                    .arg(&self.run.queue)
-                    .arg(envelope.encode());
-            }
-            let replies: Vec<(String, i64)> = pipe
-                .query_async(&mut redis)
-                .await
-                .context("pipelined EVALSHA")?;
-            let created = replies.iter().filter(|(_, created)| *created == 1).count();
-            ensure!(
-                created == batch.len(),
-                "only {created} of {} jobs of a batch were enqueued",
-                batch.len()
-            );
-            ids.extend(replies.into_iter().map(|(id, _)| id));
+            let jobs = batch.iter().map(|&i| ExportReportPdf {
+                attempt_id: attempt_id(i),
+            });
+            ids.extend(pipeline.enqueue(jobs).await?);
         }
         report.figure(
             "Report cards enqueued (pipelined EVALSHA)",
@@ -873,7 +637,8 @@ impl<'k> Bench<'k> {
     /// One card read back: a sound PDF with the recorded SHA-256, whose text has the candidate's
     /// name (in its own script), rank and every question.
     async fn check_card(&self, id: &str, attempt: usize, ranks: &[u32]) -> Result<()> {
-        let row = self.job(id).await?;
+        let row = self.run.job(id).await?;
+        let row = row.with_context(|| format!("job {id} is not in the journal"))?;
         let result = row.result.with_context(|| format!("job {id}: no result"))?;
         let path = self.file_of(&result)?;
         let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
@@ -902,74 +667,6 @@ impl<'k> Bench<'k> {
     // -----------------------------------------------------------------------------------------
     // Jobs and files
 
-    /// Enqueues one job through the protocol script; returns its id.
-    async fn enqueue_one(&self, job: &impl JobPayload) -> Result<String> {
-        let envelope = Envelope::new(job, Utc::now())?;
-        let mut redis = self.run.redis.clone();
-        let (id, created): (String, i64) = redis::Script::new(ENQUEUE_SCRIPT)
-            .arg(&self.run.queue)
-            .arg(envelope.encode())
-            .invoke_async(&mut redis)
-            .await
-            .context("enqueue through the protocol script")?;
-        ensure!(created == 1, "the script did not enqueue job {id}");
-        Ok(id)
-    }
-
-    /// Waits until the journal shows the job completed; fails if it failed, or if neither its
-    /// state nor its progress moved for [`STALL_DEADLINE`].
-    async fn wait_for_job(&self, daemon: &mut Daemon, id: &str) -> Result<JobRow> {
-        let mut last = (String::new(), -1);
-        let mut last_change = Instant::now();
-        loop {
-            daemon.ensure_running()?;
-            if let Some(row) = self.job_if_any(id).await? {
-                match row.state.as_str() {
-                    "completed" => return Ok(row),
-                    "failed" | "retrying" => bail!(
-                        "job {id} is {}: {}",
-                        row.state,
-                        row.last_error.unwrap_or_default()
-                    ),
-                    _ => {}
-                }
-                if (row.state.as_str(), row.progress) != (last.0.as_str(), last.1) {
-                    last = (row.state, row.progress);
-                    last_change = Instant::now();
-                }
-            }
-            ensure!(
-                last_change.elapsed() < STALL_DEADLINE,
-                "job {id} did not move for {STALL_DEADLINE:?} (state {:?}, progress {}):\n{}",
-                last.0,
-                last.1,
-                daemon.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn job(&self, id: &str) -> Result<JobRow> {
-        self.job_if_any(id)
-            .await?
-            .with_context(|| format!("job {id} is not in the journal"))
-    }
-
-    async fn job_if_any(&self, id: &str) -> Result<Option<JobRow>> {
-        let row: Option<(String, i16, Option<Value>, Option<String>)> =
-            sqlx::query_as("SELECT state, progress, result, last_error FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.run.pg)
-                .await
-                .context("read the job")?;
-        Ok(row.map(|(state, progress, result, last_error)| JobRow {
-            state,
-            progress,
-            result,
-            last_error,
-        }))
-    }
-
     /// The handler's time of a job's (only) attempt, in seconds.
     async fn handler_secs(&self, id: &str) -> Result<f64> {
         let ms: i64 = sqlx::query_scalar("SELECT duration_ms FROM job_attempts WHERE job_id = $1")
@@ -979,14 +676,6 @@ impl<'k> Bench<'k> {
             .context("read the job's attempt")?;
         // A job of under a millisecond still counts as one.
         Ok(ms.max(1) as f64 / 1000.0)
-    }
-
-    async fn completed(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
-            .fetch_one(&self.run.pg)
-            .await
-            .context("count completed jobs")?;
-        Ok(n as u64)
     }
 
     /// Completed jobs; fails at once if one failed or waits for a retry.
@@ -1020,10 +709,10 @@ impl<'k> Bench<'k> {
     fn file_of(&self, result: &Value) -> Result<PathBuf> {
         let path = PathBuf::from(result["path"].as_str().context("the result has no path")?);
         ensure!(
-            path.parent() == Some(self.exports.path()),
+            path.parent() == Some(self.exports),
             "{} is not in the export directory {}",
             path.display(),
-            self.exports.path().display()
+            self.exports.display()
         );
         Ok(path)
     }
@@ -1073,6 +762,17 @@ struct SeedRows {
     percentiles: Vec<String>,
 }
 
+impl SeedRows {
+    /// `sql`, an INSERT of the rows into a table of the test's attempts, with what both such
+    /// tables start with bound: $1 the test, $2 the attempts' ids, $3 their candidates.
+    fn insert(&self, sql: &'static str) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query(sql)
+            .bind(TEST_ID)
+            .bind(&self.ids)
+            .bind(&self.candidates)
+    }
+}
+
 /// A file's size and SHA-256 are the ones its job recorded.
 fn check_recorded(result: &Value, bytes: &[u8]) -> Result<()> {
     let sha256 = hex::encode(Sha256::digest(bytes));
@@ -1106,100 +806,18 @@ fn met(yes: bool) -> &'static str {
     if yes { "met" } else { "**not met**" }
 }
 
-/// Outcomes of every question of the seeded attempts.
-#[derive(Default)]
-struct Tally {
-    attempts: u64,
-    correct: u64,
-    partial: u64,
-    incorrect: u64,
-    unattempted: u64,
-}
-
-impl Tally {
-    fn add(&mut self, result: &AttemptResult) {
-        let counts = &result.total.counts;
-        self.attempts += 1;
-        self.correct += u64::from(counts.correct);
-        self.partial += u64::from(counts.partial);
-        self.incorrect += u64::from(counts.incorrect);
-        self.unattempted += u64::from(counts.unattempted);
-    }
-
-    fn describe(&self, max_marks: impl std::fmt::Display) -> String {
-        let questions = (self.correct + self.partial + self.incorrect + self.unattempted) as f64;
-        let share = |n: u64| 100.0 * n as f64 / questions;
-        format!(
-            "answers {:.0}% correct, {:.0}% partial, {:.0}% incorrect, {:.0}% unattempted \
-             (of {max_marks} marks)",
-            share(self.correct),
-            share(self.partial),
-            share(self.incorrect),
-            share(self.unattempted),
-        )
-    }
-}
-
-/// The common report, plus the workload's description.
-struct Report {
-    base: common::Report,
-    workload: Vec<String>,
-}
-
-impl Report {
-    fn new(knobs: &Knobs) -> Report {
-        let knobs = vec![
-            ("BENCH_CSV_ROWS".into(), knobs.csv_rows.to_string()),
-            ("BENCH_REPORT_CARDS".into(), knobs.report_cards.to_string()),
-            (
-                "BENCH_EXPORTS_CONCURRENCY".into(),
-                knobs.concurrency.to_string(),
-            ),
-        ];
-        Report {
-            base: common::Report::new("exports", "bench", knobs),
-            workload: Vec::new(),
-        }
-    }
-
-    fn workload(&mut self, line: String) {
-        self.workload.push(line);
-    }
-
-    /// The workload's section of the report, for [`common::finish`].
-    fn sections(&self) -> String {
-        let mut workload = String::new();
-        if !self.workload.is_empty() {
-            workload.push_str("## Workload\n\n");
-            for line in &self.workload {
-                workload.push_str(&format!("- {line}\n"));
-            }
-            workload.push('\n');
-        }
-        workload
-    }
-}
-
-/// The common report's machine, figure and note calls, as on the other benches'.
-impl Deref for Report {
-    type Target = common::Report;
-
-    fn deref(&self) -> &common::Report {
-        &self.base
-    }
-}
-
-impl DerefMut for Report {
-    fn deref_mut(&mut self) -> &mut common::Report {
-        &mut self.base
-    }
-}
-
 /// The shipped `[queues.exports]` and fonts (config.toml); the run's export directory and
-/// concurrency come from the environment. Whole tables are written so that nothing depends on
-/// the shipped file.
-const CONFIG_TOML: &str = r#"# Written by benches/exports.rs.
-[exports]
+/// concurrency come from the environment.
+fn config_toml() -> String {
+    common::config_toml(
+        "exports",
+        EXPORTS_TABLE,
+        common::queue_table("exports", 4, "15m", 3),
+    )
+}
+
+/// The shipped `[exports]` table but for the directory, which comes from the environment.
+const EXPORTS_TABLE: &str = r#"[exports]
 directory = "/nonexistent/overridden-by-the-environment"
 fonts = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -1207,9 +825,4 @@ fonts = [
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
 ]
 
-[queues.exports]
-concurrency = 4
-timeout = "15m"
-max_attempts = 3
-backoff = { base = "2s", cap = "10m", jitter = 0.2 }
 "#;

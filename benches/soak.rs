@@ -34,26 +34,24 @@
 //!
 //! Prints a Markdown report on stdout and progress on stderr; exits non-zero if anything failed,
 //! the daemon died, or fewer than 90% of the enqueued jobs had completed 30 s after the last
-//! enqueue (the report then shows what was measured before the failure). Structure follows
-//! benches/throughput.rs; the helpers the benches share are in benches/common/mod.rs.
+//! enqueue (the report then shows what was measured before the failure). Runs on the harness the
+//! benches share (benches/common/harness.rs).
 
 mod common;
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::ops::{Deref, DerefMut};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
-use common::{Daemon, Run, RunSpec, env_or, info_field, mib, per_sec, thousands};
+use common::{
+    Daemon, KnobReader, Pipeline, Report, Run, RunSpec, info_field, mib, per_sec, thousands,
+};
 use quizworker_jobs::diag::Noop;
-use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
-use redis::aio::MultiplexedConnection;
 use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -79,37 +77,33 @@ const PASS_DEADLINE: Duration = Duration::from_secs(60);
 /// A request to the daemon's /metrics fails after this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let knobs = match Knobs::from_env() {
-        Ok(knobs) => knobs,
-        Err(e) => {
-            eprintln!("soak: error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut report = Report::new(&knobs);
-    let mut errors = Vec::new();
-    match Bench::setup(&knobs, &mut report).await {
-        Err(e) => errors.push(format!("setup: {e:#}")),
-        Ok(bench) => {
-            // Ctrl-C drops the run (and with it the producer task, which is aborted, and the
-            // daemon, which is killed) but still cleans up.
-            let result = tokio::select! {
-                result = bench.run(&mut report) => result,
-                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted by Ctrl-C")),
+fn main() -> ExitCode {
+    common::main("soak", "soak", Knobs::read, |knobs, harness| {
+        harness
+            .report
+            .machine("Load average at the start (/proc/loadavg)", load_average());
+        harness.report.knob(
+            "daemon config (temp file)",
+            format!(
+                "maintenance.interval = {MAINTENANCE_INTERVAL}, maintenance.keep_completed = \
+                 {KEEP_COMPLETED}, default queue as shipped (concurrency 1000)"
+            ),
+        );
+        let spec = RunSpec::new("default", config_toml())
+            // The journal's size on disk is one of the soak's figures.
+            .check_autovacuum();
+        // Outside the run, so that the samples of a run cut short by Ctrl-C are still reported.
+        let mut samples = Samples::default();
+        harness.with_run(spec, async |run, report| {
+            let mut bench = Bench {
+                knobs,
+                run,
+                samples: &mut samples,
             };
-            if let Err(e) = result {
-                errors.push(format!("{e:#}"));
-            }
-            bench.run.note_daemon_warnings(&mut report);
-            if let Err(e) = bench.run.teardown(&mut report).await {
-                errors.push(format!("cleanup: {e:#}"));
-            }
-        }
-    }
-    let sections = report.sections();
-    common::finish(&mut report, &errors, &sections)
+            bench.run(report).await
+        });
+        harness.report.section(&samples.section());
+    })
 }
 
 /// What the run is asked to do, from the environment.
@@ -117,34 +111,16 @@ struct Knobs {
     secs: u64,
     rate: f64,
     sample_secs: u64,
-    database_url: String,
-    redis_url: String,
 }
 
 impl Knobs {
-    fn from_env() -> Result<Knobs> {
-        let knobs = Knobs {
-            secs: env_or("SOAK_SECS", 600)?,
-            rate: env_or("SOAK_RATE", 2000.0)?,
-            sample_secs: env_or("SOAK_SAMPLE_SECS", 10)?,
-            database_url: common::database_url()?,
-            redis_url: common::redis_url()?,
-        };
-        // The verdict needs a sample after the warm-up minute.
-        ensure!(
-            knobs.secs >= WARM_UP.as_secs(),
-            "SOAK_SECS must be at least {}",
-            WARM_UP.as_secs()
-        );
-        ensure!(
-            knobs.rate.is_finite() && knobs.rate > 0.0,
-            "SOAK_RATE must be more than 0"
-        );
-        ensure!(
-            knobs.sample_secs >= 1,
-            "SOAK_SAMPLE_SECS must be at least 1"
-        );
-        Ok(knobs)
+    fn read(reader: &mut KnobReader) -> Result<Knobs> {
+        Ok(Knobs {
+            // The verdict needs a sample after the warm-up minute.
+            secs: reader.at_least("SOAK_SECS", 600, WARM_UP.as_secs(), " s")?,
+            rate: reader.rate("SOAK_RATE", 2000.0)?,
+            sample_secs: reader.at_least("SOAK_SAMPLE_SECS", 10, 1, " s")?,
+        })
     }
 }
 
@@ -179,29 +155,15 @@ struct Sample {
     rss_kb: u64,
 }
 
-/// One soak run: its own database, Redis prefix and config file.
-struct Bench<'k> {
-    knobs: &'k Knobs,
-    run: Run,
+/// One soak run: its own database, Redis prefix and config file, and the samples it takes.
+struct Bench<'a> {
+    knobs: &'a Knobs,
+    run: &'a Run,
+    samples: &'a mut Samples,
 }
 
-impl<'k> Bench<'k> {
-    async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
-        let spec = RunSpec {
-            tag: "soak",
-            queue: "default",
-            config_toml: &config_toml(),
-            env: Vec::new(),
-            // The journal's size on disk is one of the soak's figures.
-            check_autovacuum: true,
-            database_url: &knobs.database_url,
-            redis_url: &knobs.redis_url,
-        };
-        let run = Run::setup(spec, report).await?;
-        Ok(Bench { knobs, run })
-    }
-
-    async fn run(&self, report: &mut Report) -> Result<()> {
+impl Bench<'_> {
+    async fn run(&mut self, report: &mut Report) -> Result<()> {
         self.run.migrate()?;
         let mut daemon = self.run.start_daemon("daemon").await?;
         let metrics = daemon.http_addr()?;
@@ -234,9 +196,9 @@ impl<'k> Bench<'k> {
         Ok(false)
     }
 
-    /// The load, then the drain, sampling throughout; the samples go to the report as taken.
+    /// The load, then the drain, sampling throughout; the samples are kept as taken.
     async fn soak(
-        &self,
+        &mut self,
         daemon: &mut Daemon,
         metrics: SocketAddr,
         report: &mut Report,
@@ -244,28 +206,23 @@ impl<'k> Bench<'k> {
         let knobs = self.knobs;
         let sample_every = Duration::from_secs(knobs.sample_secs);
         let mut redis = self.run.redis.clone();
-        let sha = redis::Script::new(ENQUEUE_SCRIPT)
-            .load_async(&mut redis)
-            .await
-            .context("SCRIPT LOAD")?;
+        let pipeline = self.run.pipeline().await?;
         let enqueued = Arc::new(AtomicU64::new(0));
 
         // The first sample: the daemon idle, just after its ready line.
         let start = Instant::now();
         let first = self.sample(daemon, metrics, start, false, 0, 0).await?;
         report.figure("Idle RSS (VmRSS, just after ready)", mib(first.rss_kb));
-        report.sample(first);
+        self.samples.taken.push(first);
 
         eprintln!(
             "soak: enqueueing {} jobs/s for {} s, a sample every {} s",
             knobs.rate, knobs.secs, knobs.sample_secs
         );
         let start = Instant::now();
-        report.load_started = Some(Utc::now());
+        self.samples.load_started = Some(Utc::now());
         let mut producer = AbortOnDropHandle::new(tokio::spawn(produce(
-            self.run.redis.clone(),
-            sha,
-            self.run.queue.clone(),
+            pipeline,
             knobs.rate,
             Duration::from_secs(knobs.secs),
             enqueued.clone(),
@@ -302,7 +259,7 @@ impl<'k> Bench<'k> {
                     let last = self
                         .sample(daemon, metrics, start, true, sent, data_max)
                         .await?;
-                    report.sample(last);
+                    self.samples.taken.push(last);
                     let drain_secs = drain_started.elapsed().as_secs_f64();
                     return self.judge(report, sent, load_secs.unwrap_or(0.0), drain_secs);
                 }
@@ -322,7 +279,7 @@ impl<'k> Bench<'k> {
                     sample.data_max,
                     sample.journal_jobs + sample.journal_attempts
                 );
-                report.sample(sample);
+                self.samples.taken.push(sample);
                 data_max = 0;
                 while next_sample <= start.elapsed() {
                     next_sample += sample_every;
@@ -348,7 +305,7 @@ impl<'k> Bench<'k> {
                 per_sec(enqueued as f64 / load_secs, "jobs")
             ),
         );
-        let samples = report.samples.clone();
+        let samples = &self.samples.taken;
         let last = *samples.last().expect("the last sample was just taken");
         report.figure(
             "Completed after the load and the drain",
@@ -470,7 +427,7 @@ impl<'k> Bench<'k> {
         between_passes: bool,
         report: &mut Report,
     ) -> Result<()> {
-        if let Some((mean, max)) = report.sampling_secs() {
+        if let Some((mean, max)) = self.samples.sampling_secs() {
             report.figure(
                 "Sampling's own cost (one sample's queries; the journal count scans its tables)",
                 format!("{mean:.2} s on average, {max:.2} s at most"),
@@ -513,7 +470,7 @@ impl<'k> Bench<'k> {
         );
         // A pass starts every interval, or at once when the previous one overran it: the gaps
         // between the lines are the passes' lengths once they take longer than the interval.
-        if let Some(started) = report.load_started {
+        if let Some(started) = self.samples.load_started {
             let ends: Vec<String> = passes
                 .iter()
                 .filter_map(|p| p.at)
@@ -527,7 +484,7 @@ impl<'k> Bench<'k> {
                 ends.join(", "),
             );
         }
-        let completed = report.samples.last().map_or(0, |s| s.completed);
+        let completed = self.samples.taken.last().map_or(0, |s| s.completed);
         report.figure(
             "Journal cross-check after the daemon stopped",
             format!(
@@ -552,9 +509,7 @@ impl<'k> Bench<'k> {
 /// clock so far, so that a late tick is made up at the next one. Returns when the last batch's
 /// replies came.
 async fn produce(
-    mut redis: MultiplexedConnection,
-    sha: String,
-    queue: String,
+    mut pipeline: Pipeline,
     rate: f64,
     secs: Duration,
     enqueued: Arc<AtomicU64>,
@@ -569,24 +524,7 @@ async fn produce(
         let due = (rate * elapsed.as_secs_f64()) as u64;
         while sent < due {
             let n = (due - sent).min(ENQUEUE_BATCH_MAX);
-            let mut pipe = redis::pipe();
-            for _ in 0..n {
-                let envelope = Envelope::new(&Noop {}, Utc::now())?;
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(0)
-                    .arg(&queue)
-                    .arg(envelope.encode());
-            }
-            let replies: Vec<(String, i64)> = pipe
-                .query_async(&mut redis)
-                .await
-                .context("pipelined EVALSHA")?;
-            let created = replies.iter().filter(|(_, created)| *created == 1).count() as u64;
-            ensure!(
-                created == n,
-                "only {created} of {n} jobs of a batch were enqueued"
-            );
+            pipeline.enqueue((0..n).map(|_| Noop {})).await?;
             sent += n;
             enqueued.store(sent, Ordering::Relaxed);
         }
@@ -676,24 +614,22 @@ fn maintenance_lines(log: &str) -> Vec<Pass> {
 }
 
 /// The shipped defaults (config.toml), but an HTTP port of the system's choosing and frequent
-/// maintenance. The default queue's whole table is written so that nothing depends on how
-/// tables merge with the defaults.
+/// maintenance.
 fn config_toml() -> String {
-    format!(
-        r#"# Written by benches/soak.rs.
-[http]
+    let tables = format!(
+        r#"[http]
 listen = "127.0.0.1:0"
 
 [maintenance]
 interval = "{MAINTENANCE_INTERVAL}"
 keep_completed = "{KEEP_COMPLETED}"
 
-[queues.default]
-concurrency = 1000
-timeout = "1m"
-max_attempts = 5
-backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
 "#
+    );
+    common::config_toml(
+        "soak",
+        &tables,
+        common::queue_table("default", 1000, "1m", 5),
     )
 }
 
@@ -717,58 +653,58 @@ impl Daemon {
     }
 }
 
-/// One figure of the verdict: how it is read off a sample, and how it is shown.
+/// One figure of the verdict: what it is called and how it is read off a sample.
 struct Measure {
     name: &'static str,
-    value: fn(&Sample) -> f64,
-    show: fn(f64) -> String,
-    /// The unit of the slope, per minute.
+    /// "MiB" for a size, else what is counted.
     unit: &'static str,
+    /// Bytes, for a size.
+    value: fn(&Sample) -> u64,
+}
+
+impl Measure {
+    /// A size, read in bytes.
+    const fn mib(name: &'static str, bytes: fn(&Sample) -> u64) -> Measure {
+        Measure {
+            name,
+            unit: "MiB",
+            value: bytes,
+        }
+    }
+
+    /// A count of `unit`.
+    const fn count(name: &'static str, unit: &'static str, value: fn(&Sample) -> u64) -> Measure {
+        Measure { name, unit, value }
+    }
+
+    /// Its value in a sample, in its unit.
+    fn of(&self, sample: &Sample) -> f64 {
+        let value = (self.value)(sample) as f64;
+        if self.unit == "MiB" {
+            value / 1024.0 / 1024.0
+        } else {
+            value
+        }
+    }
+
+    /// A value of it, to a tenth of a MiB or to the unit.
+    fn show(&self, value: f64) -> String {
+        if self.unit == "MiB" {
+            format!("{value:.1} MiB")
+        } else {
+            format!("{} {}", thousands(value.round() as u64), self.unit)
+        }
+    }
 }
 
 const MEASURES: &[Measure] = &[
-    Measure {
-        name: "daemon RSS",
-        value: |s| s.rss_kb as f64 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
-    Measure {
-        name: "Redis data hash",
-        value: |s| s.data as f64,
-        show: |v| format!("{} entries", thousands(v.round() as u64)),
-        unit: "entries",
-    },
-    Measure {
-        name: "done set",
-        value: |s| s.done as f64,
-        show: |v| format!("{} ids", thousands(v.round() as u64)),
-        unit: "ids",
-    },
-    Measure {
-        name: "this run's Redis keys",
-        value: |s| s.run_keys as f64,
-        show: |v| format!("{} keys", thousands(v.round() as u64)),
-        unit: "keys",
-    },
-    Measure {
-        name: "journal",
-        value: |s| (s.journal_jobs + s.journal_attempts) as f64,
-        show: |v| format!("{} rows", thousands(v.round() as u64)),
-        unit: "rows",
-    },
-    Measure {
-        name: "journal on disk",
-        value: |s| s.journal_bytes as f64 / 1024.0 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
-    Measure {
-        name: "Redis used_memory (whole server)",
-        value: |s| s.used_memory as f64 / 1024.0 / 1024.0,
-        show: |v| format!("{v:.1} MiB"),
-        unit: "MiB",
-    },
+    Measure::mib("daemon RSS", |s| s.rss_kb * 1024),
+    Measure::count("Redis data hash", "entries", |s| s.data),
+    Measure::count("done set", "ids", |s| s.done),
+    Measure::count("this run's Redis keys", "keys", |s| s.run_keys),
+    Measure::count("journal", "rows", |s| s.journal_jobs + s.journal_attempts),
+    Measure::mib("journal on disk", |s| s.journal_bytes),
+    Measure::mib("Redis used_memory (whole server)", |s| s.used_memory),
 ];
 
 /// "RSS: 21.3 MiB after 1 min, 21.8 MiB at the end (+2%); ..." with "at the end" the average
@@ -777,8 +713,8 @@ fn verdict(baseline: &Sample, late: &[Sample]) -> String {
     let parts: Vec<String> = MEASURES
         .iter()
         .map(|m| {
-            let before = (m.value)(baseline);
-            let after = late.iter().map(|s| (m.value)(s)).sum::<f64>() / late.len() as f64;
+            let before = m.of(baseline);
+            let after = late.iter().map(|s| m.of(s)).sum::<f64>() / late.len() as f64;
             let change = if before > 0.0 {
                 format!(" ({:+.0}%)", (after - before) / before * 100.0)
             } else {
@@ -787,9 +723,9 @@ fn verdict(baseline: &Sample, late: &[Sample]) -> String {
             format!(
                 "{}: {} after {:.0} s, {} at the end{change}",
                 m.name,
-                (m.show)(before),
+                m.show(before),
                 baseline.t,
-                (m.show)(after)
+                m.show(after)
             )
         })
         .collect();
@@ -803,10 +739,10 @@ fn trend(samples: &[Sample]) -> String {
         .iter()
         .map(|m| {
             let mean_t = samples.iter().map(|s| s.t).sum::<f64>() / n;
-            let mean_v = samples.iter().map(|s| (m.value)(s)).sum::<f64>() / n;
+            let mean_v = samples.iter().map(|s| m.of(s)).sum::<f64>() / n;
             let (num, den) = samples.iter().fold((0.0, 0.0), |(num, den), s| {
                 let dt = s.t - mean_t;
-                (num + dt * ((m.value)(s) - mean_v), den + dt * dt)
+                (num + dt * (m.of(s) - mean_v), den + dt * dt)
             });
             let slope = if den > 0.0 { num / den * 60.0 } else { 0.0 };
             // Counts in whole units, sizes to the hundredth of a MiB.
@@ -825,50 +761,20 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The common report, plus the samples.
-struct Report {
-    base: common::Report,
-    samples: Vec<Sample>,
+/// The samples of a soak, and when its load began: a section of the report.
+#[derive(Default)]
+struct Samples {
+    taken: Vec<Sample>,
     /// When the load began, by the wall clock (the daemon's log lines carry its time).
     load_started: Option<DateTime<Utc>>,
 }
 
-impl Report {
-    fn new(knobs: &Knobs) -> Report {
-        let knobs = vec![
-            ("SOAK_SECS".into(), format!("{} s", knobs.secs)),
-            ("SOAK_RATE".into(), format!("{} jobs/s", knobs.rate)),
-            (
-                "SOAK_SAMPLE_SECS".into(),
-                format!("{} s", knobs.sample_secs),
-            ),
-            (
-                "daemon config (temp file)".into(),
-                format!(
-                    "maintenance.interval = {MAINTENANCE_INTERVAL}, \
-                     maintenance.keep_completed = {KEEP_COMPLETED}, default queue as shipped \
-                     (concurrency 1000)"
-                ),
-            ),
-        ];
-        let mut base = common::Report::new("soak", "soak", knobs);
-        base.machine("Load average at the start (/proc/loadavg)", load_average());
-        Report {
-            base,
-            samples: Vec::new(),
-            load_started: None,
-        }
-    }
-
-    fn sample(&mut self, sample: Sample) {
-        self.samples.push(sample);
-    }
-
+impl Samples {
     /// The mean and the longest time a sample took.
     fn sampling_secs(&self) -> Option<(f64, f64)> {
-        let n = self.samples.len();
+        let n = self.taken.len();
         (n > 0).then(|| {
-            let secs = self.samples.iter().map(|s| s.took);
+            let secs = self.taken.iter().map(|s| s.took);
             (
                 secs.clone().sum::<f64>() / n as f64,
                 secs.fold(0.0, f64::max),
@@ -876,12 +782,12 @@ impl Report {
         })
     }
 
-    /// The samples' section of the report, for [`common::finish`].
-    fn sections(&self) -> String {
-        format!("## Samples\n\n{}\n", self.samples_table())
+    /// The samples' section of the report.
+    fn section(&self) -> String {
+        format!("## Samples\n\n{}\n", self.table())
     }
 
-    fn samples_table(&self) -> String {
+    fn table(&self) -> String {
         let mut out = String::from(
             "t = seconds since the load began (* after the last enqueue); completed = the \
              daemon's counter; jobs/s = completed in the window since the previous sample; \
@@ -894,7 +800,7 @@ impl Report {
              |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let mut previous: Option<&Sample> = None;
-        for s in &self.samples {
+        for s in &self.taken {
             let rate = previous.filter(|p| s.t > p.t).map_or("".into(), |p| {
                 thousands(
                     ((s.completed.saturating_sub(p.completed)) as f64 / (s.t - p.t)).round() as u64,
@@ -924,31 +830,9 @@ impl Report {
     }
 }
 
-/// The common report's machine, figure and note calls, as on the throughput bench's.
-impl Deref for Report {
-    type Target = common::Report;
-
-    fn deref(&self) -> &common::Report {
-        &self.base
-    }
-}
-
-impl DerefMut for Report {
-    fn deref_mut(&mut self) -> &mut common::Report {
-        &mut self.base
-    }
-}
-
 /// The 1, 5 and 15 minute load averages.
 fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
-    if fields.len() == 3 {
-        format!(
-            "{} (1 min), {} (5 min), {} (15 min)",
-            fields[0], fields[1], fields[2]
-        )
-    } else {
-        "unknown".into()
-    }
+    common::load_averages().map_or("unknown".into(), |[one, five, fifteen]| {
+        format!("{one} (1 min), {five} (5 min), {fifteen} (15 min)")
+    })
 }

@@ -26,45 +26,23 @@ mod common;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::Utc;
-use common::{Daemon, Report, Run, RunSpec, env_or, mib, per_sec, percentile, time_at};
+use common::{Daemon, KnobReader, Report, Run, RunSpec, mib, per_sec, percentile, time_at};
+use quizworker_jobs::JobPayload;
 use quizworker_jobs::diag::Noop;
-use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
 use tokio::time::MissedTickBehavior;
 
 /// Envelopes per pipeline when filling the backlog.
 const ENQUEUE_BATCH: u64 = 1000;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let knobs = match Knobs::from_env() {
-        Ok(knobs) => knobs,
-        Err(e) => {
-            eprintln!("bench: error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut report = report(&knobs);
-    let mut errors = Vec::new();
-    match Bench::setup(&knobs, &mut report).await {
-        Err(e) => errors.push(format!("setup: {e:#}")),
-        Ok(bench) => {
-            // Ctrl-C drops the run (and with it any daemon, which is killed) but still cleans up.
-            let result = tokio::select! {
-                result = bench.run(&mut report) => result,
-                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted by Ctrl-C")),
-            };
-            if let Err(e) = result {
-                errors.push(format!("{e:#}"));
-            }
-            bench.run.note_daemon_warnings(&mut report);
-            if let Err(e) = bench.run.teardown(&mut report).await {
-                errors.push(format!("cleanup: {e:#}"));
-            }
-        }
-    }
-    common::finish(&mut report, &errors, "")
+fn main() -> ExitCode {
+    common::main("throughput", "bench", Knobs::read, |knobs, harness| {
+        let spec = RunSpec::new("default", config_toml(knobs.concurrency));
+        harness.with_run(spec, async |run, report| {
+            Bench { knobs, run }.run(report).await
+        });
+    })
 }
 
 /// What the run is asked to do, from the environment.
@@ -73,59 +51,27 @@ struct Knobs {
     latency_jobs: u64,
     latency_rate: f64,
     concurrency: u64,
-    database_url: String,
-    redis_url: String,
 }
 
 impl Knobs {
-    fn from_env() -> Result<Knobs> {
-        let knobs = Knobs {
-            jobs: env_or("BENCH_JOBS", 100_000)?,
-            latency_jobs: env_or("BENCH_LATENCY_JOBS", 500)?,
-            latency_rate: env_or("BENCH_LATENCY_RATE", 200.0)?,
-            concurrency: env_or("BENCH_CONCURRENCY", 1000)?,
-            database_url: common::database_url()?,
-            redis_url: common::redis_url()?,
-        };
-        // The report compares the first and last fifth of the backlog.
-        ensure!(knobs.jobs >= 5, "BENCH_JOBS must be at least 5");
-        ensure!(
-            knobs.latency_jobs >= 1,
-            "BENCH_LATENCY_JOBS must be at least 1"
-        );
-        ensure!(
-            knobs.latency_rate.is_finite() && knobs.latency_rate > 0.0,
-            "BENCH_LATENCY_RATE must be more than 0"
-        );
-        ensure!(
-            knobs.concurrency >= 1,
-            "BENCH_CONCURRENCY must be at least 1"
-        );
-        Ok(knobs)
+    fn read(reader: &mut KnobReader) -> Result<Knobs> {
+        Ok(Knobs {
+            // The report compares the first and last fifth of the backlog.
+            jobs: reader.at_least("BENCH_JOBS", 100_000, 5, "")?,
+            latency_jobs: reader.at_least("BENCH_LATENCY_JOBS", 500, 1, "")?,
+            latency_rate: reader.rate("BENCH_LATENCY_RATE", 200.0)?,
+            concurrency: reader.at_least("BENCH_CONCURRENCY", 1000, 1, "")?,
+        })
     }
 }
 
 /// One benchmark run: its own database, Redis prefix and config file.
-struct Bench<'k> {
-    knobs: &'k Knobs,
-    run: Run,
+struct Bench<'a> {
+    knobs: &'a Knobs,
+    run: &'a Run,
 }
 
-impl<'k> Bench<'k> {
-    async fn setup(knobs: &'k Knobs, report: &mut Report) -> Result<Bench<'k>> {
-        let spec = RunSpec {
-            tag: "bench",
-            queue: "default",
-            config_toml: &config_toml(knobs.concurrency),
-            env: Vec::new(),
-            check_autovacuum: false,
-            database_url: &knobs.database_url,
-            redis_url: &knobs.redis_url,
-        };
-        let run = Run::setup(spec, report).await?;
-        Ok(Bench { knobs, run })
-    }
-
+impl Bench<'_> {
     async fn run(&self, report: &mut Report) -> Result<()> {
         self.run.migrate()?;
 
@@ -148,8 +94,6 @@ impl<'k> Bench<'k> {
     async fn measure_latency(&self, daemon: &mut Daemon, report: &mut Report) -> Result<()> {
         let n = self.knobs.latency_jobs;
         eprintln!("bench: latency, {n} jobs at {}/s", self.knobs.latency_rate);
-        let script = redis::Script::new(ENQUEUE_SCRIPT);
-        let mut redis = self.run.redis.clone();
         let mut ticks =
             tokio::time::interval(Duration::from_secs_f64(1.0 / self.knobs.latency_rate));
         // After a slow call, keep the spacing rather than send a catch-up burst (the default),
@@ -158,17 +102,10 @@ impl<'k> Bench<'k> {
         let started = Instant::now();
         for _ in 0..n {
             ticks.tick().await;
-            let envelope = Envelope::new(&Noop {}, Utc::now())?;
-            let (id, created): (String, i64) = script
-                .arg(&self.run.queue)
-                .arg(envelope.encode())
-                .invoke_async(&mut redis)
-                .await
-                .context("enqueue through the protocol script")?;
-            ensure!(created == 1, "the script did not enqueue job {id}");
+            self.run.enqueue_one(&Noop {}).await?;
         }
         let sent_rate = n as f64 / started.elapsed().as_secs_f64();
-        self.sample_until_completed(daemon, n).await?;
+        self.sample_until_completed(daemon, 0, n).await?;
 
         // Both times come from this machine's clock: `created_at` from the producer (this
         // program), `started_at` from Postgres' now() in the journal batch that recorded the
@@ -197,34 +134,13 @@ impl<'k> Bench<'k> {
     async fn measure_throughput(&self, report: &mut Report) -> Result<()> {
         let jobs = self.knobs.jobs;
         eprintln!("bench: enqueueing {jobs} jobs");
-        let mut redis = self.run.redis.clone();
-        let sha = redis::Script::new(ENQUEUE_SCRIPT)
-            .load_async(&mut redis)
-            .await
-            .context("SCRIPT LOAD")?;
+        let mut pipeline = self.run.pipeline().await?;
         let backlog_from = Utc::now();
         let started = Instant::now();
         let mut pushed = 0;
         while pushed < jobs {
             let n = (jobs - pushed).min(ENQUEUE_BATCH);
-            let mut pipe = redis::pipe();
-            for _ in 0..n {
-                let envelope = Envelope::new(&Noop {}, Utc::now())?;
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(0)
-                    .arg(&self.run.queue)
-                    .arg(envelope.encode());
-            }
-            let replies: Vec<(String, i64)> = pipe
-                .query_async(&mut redis)
-                .await
-                .context("pipelined EVALSHA")?;
-            let created = replies.iter().filter(|(_, created)| *created == 1).count() as u64;
-            ensure!(
-                created == n,
-                "only {created} of {n} jobs of a batch were enqueued"
-            );
+            pipeline.enqueue((0..n).map(|_| Noop {})).await?;
             pushed += n;
         }
         let enqueue_secs = started.elapsed().as_secs_f64();
@@ -232,34 +148,19 @@ impl<'k> Bench<'k> {
             format!("Enqueue rate ({jobs} jobs, pipelined EVALSHA, {ENQUEUE_BATCH} a batch)"),
             per_sec(jobs as f64 / enqueue_secs, "jobs"),
         );
-        let waiting: u64 = redis::cmd("LLEN")
-            .arg(format!("{}:active", self.run.queue))
-            .query_async(&mut redis)
-            .await
-            .context("LLEN of the active list")?;
-        ensure!(
-            waiting == jobs,
-            "{waiting} jobs wait in Redis, {jobs} expected"
-        );
+        self.run.ensure_waiting(jobs).await?;
 
         eprintln!("bench: draining the backlog");
         let mut daemon = self.run.start_daemon("daemon-second").await?;
-        let before = self.knobs.latency_jobs;
-        let samples = self
-            .sample_until_completed(&mut daemon, before + jobs)
+        // The backlog's own: the latency phase's jobs are completed already.
+        let done = self
+            .sample_until_completed(&mut daemon, self.knobs.latency_jobs, jobs)
             .await?;
         let peak = daemon.status_kb("VmHWM")?;
         daemon.stop().await?;
 
-        // The samples count every completed job; keep the backlog's.
-        let done: Vec<(f64, u64)> = samples
-            .iter()
-            .map(|&(t, completed)| (t, completed.saturating_sub(before)))
-            .collect();
         let fifth = jobs / 5;
         let total_secs = time_at(&done, jobs);
-        let first_secs = time_at(&done, fifth);
-        let last_secs = total_secs - time_at(&done, jobs - fifth);
         report.figure(
             format!("Processing rate, whole backlog ({jobs} jobs, ready to last completion)"),
             format!(
@@ -269,28 +170,10 @@ impl<'k> Bench<'k> {
         );
         report.figure(
             "Processing rate, first 20% of the backlog (from ready)",
-            per_sec(fifth as f64 / first_secs, "jobs"),
+            per_sec(fifth as f64 / time_at(&done, fifth), "jobs"),
         );
-        report.figure(
-            "Processing rate, last 20% of the backlog",
-            per_sec(fifth as f64 / last_secs, "jobs"),
-        );
-        // A cross-check free of the sampling step and of startup: the journal's own times.
-        let journal_secs: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM max(j.finished_at) - min(a.started_at))::float8
-               FROM jobs j JOIN job_attempts a ON a.job_id = j.id
-              WHERE j.created_at >= $1",
-        )
-        .bind(backlog_from)
-        .fetch_one(&self.run.pg)
-        .await
-        .context("read the backlog's first start and last finish")?;
-        if let Some(secs) = journal_secs.filter(|s| *s > 0.0) {
-            report.figure(
-                "Processing rate, whole backlog (journal: first start to last finish)",
-                format!("{} ({secs:.2} s)", per_sec(jobs as f64 / secs, "jobs")),
-            );
-        }
+        let journal_secs = self.run.journal_secs_since(backlog_from).await?;
+        report.backlog_tail("Processing rate", "jobs", &done, jobs, journal_secs);
         report.figure("Peak RSS while draining (VmHWM)", mib(peak));
         Ok(())
     }
@@ -298,83 +181,41 @@ impl<'k> Bench<'k> {
     /// Every job, from both phases, completed with exactly one attempt.
     async fn verify(&self, report: &mut Report) -> Result<()> {
         let expected = (self.knobs.latency_jobs + self.knobs.jobs) as i64;
-        let (jobs, completed, one_attempt): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE state = 'completed'),
-                    count(*) FILTER (WHERE attempts = 1)
-               FROM jobs",
-        )
-        .fetch_one(&self.run.pg)
-        .await
-        .context("count the jobs")?;
-        let (attempts, completed_attempts): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE outcome = 'completed') FROM job_attempts",
-        )
-        .fetch_one(&self.run.pg)
-        .await
-        .context("count the attempts")?;
+        let journal = self.run.journal_counts(Noop::KIND).await?;
         report.figure(
             "Journal check",
             format!(
-                "{jobs} jobs ({expected} enqueued), {completed} completed, {one_attempt} with \
-                 attempts = 1; {attempts} attempt rows, {completed_attempts} completed"
+                "{} jobs ({expected} enqueued), {}",
+                journal.jobs,
+                journal.outcomes()
             ),
         );
-        ensure!(
-            [jobs, completed, one_attempt, attempts, completed_attempts]
-                .iter()
-                .all(|&n| n == expected),
-            "the journal does not show every job completed with exactly one attempt"
-        );
-        Ok(())
+        journal.ensure_each_completed_once(expected)
     }
 
-    /// Counts completed jobs until `target` are: [`common::sample_until`].
+    /// Counts completed jobs until `n` more than `before` are: [`common::sample_until`].
     async fn sample_until_completed(
         &self,
         daemon: &mut Daemon,
-        target: u64,
+        before: u64,
+        n: u64,
     ) -> Result<Vec<(f64, u64)>> {
-        common::sample_until(daemon, target, "job completed", "completed", async || {
-            self.completed().await
-        })
+        common::sample_until(
+            daemon,
+            before,
+            n,
+            "job completed",
+            "completed",
+            async || self.run.completed_jobs().await,
+        )
         .await
     }
-
-    async fn completed(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
-            .fetch_one(&self.run.pg)
-            .await
-            .context("count completed jobs")?;
-        Ok(n as u64)
-    }
 }
 
-/// The report, with this bench's knobs.
-fn report(knobs: &Knobs) -> Report {
-    let knobs = vec![
-        ("BENCH_JOBS".into(), knobs.jobs.to_string()),
-        ("BENCH_LATENCY_JOBS".into(), knobs.latency_jobs.to_string()),
-        (
-            "BENCH_LATENCY_RATE".into(),
-            format!("{} jobs/s", knobs.latency_rate),
-        ),
-        ("BENCH_CONCURRENCY".into(), knobs.concurrency.to_string()),
-    ];
-    Report::new("throughput", "bench", knobs)
-}
-
-/// The shipped defaults (config.toml), but the default queue's concurrency. The whole table is
-/// written so that nothing depends on how tables merge with the defaults.
+/// The shipped defaults (config.toml), but the default queue's concurrency.
 fn config_toml(concurrency: u64) -> String {
-    format!(
-        r#"# Written by benches/throughput.rs.
-[queues.default]
-concurrency = {concurrency}
-timeout = "1m"
-max_attempts = 5
-backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
-"#
-    )
+    let queue = common::queue_table("default", concurrency, "1m", 5);
+    common::config_toml("throughput", "", queue)
 }
 
 fn ms(value: f64) -> String {

@@ -2,9 +2,13 @@
 //! share: the sections and their topics, the keys, and answers right or wrong drawn from a
 //! seeded generator, so that every run scores and exports the same attempts.
 
-use quizworker_jobs::scoring::Answer;
+use anyhow::{Context, Result, anyhow};
+use quizworker_jobs::scoring::{
+    Answer, Attempt, AttemptResult, PreparedTest, Response, ResponseState, TestDef,
+};
+use serde_json::{Value, json};
 
-pub const OPTIONS: [&str; 4] = ["A", "B", "C", "D"];
+const OPTIONS: [&str; 4] = ["A", "B", "C", "D"];
 
 /// Section id, title and its five topics.
 pub const SECTIONS: [(&str, &str, [&str; 5]); 3] = [
@@ -43,9 +47,213 @@ pub const SECTIONS: [(&str, &str, [&str; 5]); 3] = [
     ),
 ];
 
+/// The test a bench scores or exports, and the keys its attempts are generated from.
+pub struct Workload {
+    pub def: TestDef,
+    pub prepared: PreparedTest,
+    /// In the test's order.
+    questions: Vec<Question>,
+}
+
+impl Workload {
+    /// The test, under the id `test_id`: 3 sections of 30 questions (see [`question`]), 5 topics
+    /// a section; mathematics' MCQs lose 2/3.
+    pub fn new(test_id: &str) -> Result<Workload> {
+        let mut questions = Vec::new();
+        let mut sections = Vec::new();
+        for (section, (id, title, topics)) in SECTIONS.iter().enumerate() {
+            let mut items = Vec::new();
+            for slot in 0..30 {
+                // Spread the keys over the options and values.
+                let g = (section * 30 + slot) as u32;
+                let qid = format!("{}-q{:02}", &id[..3], slot + 1);
+                let (key, mut item) = question(slot, g);
+                item["id"] = json!(qid);
+                item["topic"] = json!(topics[slot % 5]);
+                items.push(item);
+                questions.push(Question { id: qid, key });
+            }
+            let mut section = json!({"id": id, "title": title, "questions": items});
+            if *id == "mathematics" {
+                section["marking_by_type"] = json!({"mcq": {"incorrect": "-2/3"}});
+            }
+            sections.push(section);
+        }
+        let def = json!({
+            "test_id": test_id,
+            "key_version": 1,
+            "title": "JEE Advanced-like mock, paper 1",
+            "marking_by_type": {
+                "mcq": {"correct": 3, "incorrect": -1},
+                "msq": {"correct": 4, "incorrect": -2, "msq": {"scheme": "partial", "per_option": 1}},
+                "integer": {"correct": 4, "incorrect": 0},
+                "numeric": {"correct": 3, "incorrect": 0}
+            },
+            "sections": sections,
+        });
+        let def: TestDef = serde_json::from_value(def).context("the test does not parse")?;
+        let prepared =
+            PreparedTest::new(def.clone()).map_err(|e| anyhow!("the test is refused: {e}"))?;
+        Ok(Workload {
+            def,
+            prepared,
+            questions,
+        })
+    }
+
+    /// The test's id, size and marking up to its numeric questions, where the benches'
+    /// descriptions of their workload go on in their own words.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}`: {} questions in {} sections of 30, {} topics, {} marks; per section 6 MCQs \
+             +3/-1 (mathematics -2/3), 6 MSQs +4/-2 with partial marking, 6 integer +4/0, 6 \
+             numeric +3/0",
+            self.def.test_id,
+            self.prepared.question_count(),
+            self.prepared.section_ids().len(),
+            self.prepared.topics().len(),
+            self.prepared.max_marks(),
+        )
+    }
+
+    /// Attempt number `i`: its responses are the same every run, whatever the ids.
+    pub fn attempt(&self, i: usize, attempt_id: String, candidate_id: String) -> Attempt {
+        let mut rng = Lcg::new(i as u64);
+        // The share of answered questions this candidate gets right, in percent.
+        let skill = 25 + rng.below(60);
+        let mut responses = Vec::with_capacity(self.questions.len());
+        for question in &self.questions {
+            let roll = rng.below(100);
+            let time_spent_ms = Some(u64::from(5_000 + rng.below(295_000)));
+            let (state, answer) = match roll {
+                // Never visited: no response at all.
+                0..8 => continue,
+                8..12 => (Some(ResponseState::NotAnswered), None),
+                12..16 => (Some(ResponseState::MarkedForReview), None),
+                _ => {
+                    let answer = if rng.below(100) < skill {
+                        right_answer(question.key, &mut rng)
+                    } else {
+                        wrong_answer(question.key, &mut rng)
+                    };
+                    let state = match rng.below(10) {
+                        0 => Some(ResponseState::AnsweredAndMarkedForReview),
+                        1 => Some(ResponseState::Answered),
+                        _ => None,
+                    };
+                    (state, Some(answer))
+                }
+            };
+            responses.push(Response {
+                question: question.id.clone(),
+                state,
+                answer,
+                awarded: None,
+                time_spent_ms,
+            });
+        }
+        Attempt {
+            attempt_id,
+            test_id: Some(self.def.test_id.clone()),
+            candidate_id: Some(candidate_id),
+            responses,
+        }
+    }
+
+    /// The pure scorer's result of `attempt`.
+    pub fn score(&self, attempt: &Attempt) -> Result<AttemptResult> {
+        self.prepared
+            .score(attempt)
+            .map_err(|e| anyhow!("attempt {} is refused: {e}", attempt.attempt_id))
+    }
+}
+
+/// The key and the definition of the question in `slot` (0 to 29) of a section; `g` spreads the
+/// keys over the options and values. Six of each: MCQs +3/-1, MSQs +4/-2 with partial marking,
+/// integers +4/0, numerics +3/0 (half a range, half a value with a tolerance, answers rounded to
+/// 2 decimals), matching-list MCQs +3/-1/3.
+fn question(slot: usize, g: u32) -> (Key, Value) {
+    match slot / 6 {
+        0 | 4 => {
+            let k = (g as usize * 3 + 1) % 4;
+            let mut item = json!({"type": "mcq", "answer": OPTIONS[k]});
+            if slot / 6 == 4 {
+                // Matching-list questions: a wrong match loses a third of a mark.
+                item["marking"] = json!({"correct": 3, "incorrect": "-1/3"});
+            }
+            (Key::Mcq(k), item)
+        }
+        1 => {
+            let mask = 1 + (g * 7 % 15) as u8;
+            let answer: Vec<&str> = picked(mask).collect();
+            (Key::Msq(mask), json!({"type": "msq", "answer": answer}))
+        }
+        2 => {
+            let n = g * 7 % 60;
+            let item = json!({"type": "integer", "answer": n.to_string()});
+            (Key::Integer(n), item)
+        }
+        _ => {
+            let k = 1 + g % 20;
+            let rounding = json!({"mode": "round", "decimals": 2});
+            if g.is_multiple_of(2) {
+                let answer = json!({"min": format!("{k}.40"), "max": format!("{k}.60")});
+                let item = json!({"type": "numeric", "answer": answer, "rounding": rounding});
+                (Key::Range(k), item)
+            } else {
+                let answer = json!({"value": format!("{k}.81"), "tolerance": "0.01"});
+                let item = json!({"type": "numeric", "answer": answer, "rounding": rounding});
+                (Key::Tolerance(k), item)
+            }
+        }
+    }
+}
+
+/// Outcomes of every question of the scored attempts, and their marks.
+#[derive(Default)]
+pub struct Tally {
+    attempts: u64,
+    correct: u64,
+    partial: u64,
+    incorrect: u64,
+    unattempted: u64,
+    marks: f64,
+}
+
+impl Tally {
+    pub fn add(&mut self, result: &AttemptResult) {
+        let counts = &result.total.counts;
+        self.attempts += 1;
+        self.correct += u64::from(counts.correct);
+        self.partial += u64::from(counts.partial);
+        self.incorrect += u64::from(counts.incorrect);
+        self.unattempted += u64::from(counts.unattempted);
+        let marks = result.total.marks;
+        self.marks += marks.numer() as f64 / marks.denom() as f64;
+    }
+
+    /// "61% correct, 9% partial, 22% incorrect, 8% unattempted": shares of all questions.
+    pub fn shares(&self) -> String {
+        let questions = (self.correct + self.partial + self.incorrect + self.unattempted) as f64;
+        let share = |n: u64| 100.0 * n as f64 / questions;
+        format!(
+            "{:.0}% correct, {:.0}% partial, {:.0}% incorrect, {:.0}% unattempted",
+            share(self.correct),
+            share(self.partial),
+            share(self.incorrect),
+            share(self.unattempted),
+        )
+    }
+
+    /// The marks of an attempt, on average.
+    pub fn mean_marks(&self) -> f64 {
+        self.marks / self.attempts as f64
+    }
+}
+
 /// A question's key, as the attempt generator needs it.
 #[derive(Clone, Copy)]
-pub enum Key {
+enum Key {
     /// The index of the right option.
     Mcq(usize),
     /// The right options, a bit per option of [`OPTIONS`].
@@ -57,20 +265,20 @@ pub enum Key {
     Tolerance(u32),
 }
 
-pub struct Question {
-    pub id: String,
-    pub key: Key,
+struct Question {
+    id: String,
+    key: Key,
 }
 
 /// The options of a mask, in order.
-pub fn picked(mask: u8) -> impl Iterator<Item = &'static str> {
+fn picked(mask: u8) -> impl Iterator<Item = &'static str> {
     (0..OPTIONS.len())
         .filter(move |i| mask & (1 << i) != 0)
         .map(|i| OPTIONS[i])
 }
 
 /// One of the ways of writing the right answer.
-pub fn right_answer(key: Key, rng: &mut Lcg) -> Answer {
+fn right_answer(key: Key, rng: &mut Lcg) -> Answer {
     let text = |s: String| Answer::Text(s);
     match key {
         Key::Mcq(k) => text(OPTIONS[k].to_owned()),
@@ -92,7 +300,7 @@ pub fn right_answer(key: Key, rng: &mut Lcg) -> Answer {
 }
 
 /// A wrong answer; for an MSQ, often a partial one (some right options, no wrong one).
-pub fn wrong_answer(key: Key, rng: &mut Lcg) -> Answer {
+fn wrong_answer(key: Key, rng: &mut Lcg) -> Answer {
     let text = |s: String| Answer::Text(s);
     match key {
         Key::Mcq(k) => text(OPTIONS[(k + 1 + rng.below(3) as usize) % 4].to_owned()),
@@ -140,16 +348,16 @@ fn nth_bit(mask: u8, rng: &mut Lcg) -> u8 {
 }
 
 /// Knuth's MMIX LCG: deterministic, no dependency.
-pub struct Lcg(u64);
+struct Lcg(u64);
 
 impl Lcg {
-    pub fn new(seed: u64) -> Lcg {
+    fn new(seed: u64) -> Lcg {
         let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
         rng.next();
         rng
     }
 
-    pub fn next(&mut self) -> u32 {
+    fn next(&mut self) -> u32 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -158,7 +366,7 @@ impl Lcg {
     }
 
     /// From 0 to `n - 1`; `n` must not be 0.
-    pub fn below(&mut self, n: u32) -> u32 {
+    fn below(&mut self, n: u32) -> u32 {
         self.next() % n
     }
 }

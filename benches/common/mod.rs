@@ -1,19 +1,26 @@
-//! What the benchmark programs (throughput, scoring, exports, soak) share: the run's own Postgres database
-//! and Redis prefix, the daemon they start and stop, the Markdown report, and small formatters.
-//! Each bench declares `mod common;`, so this is compiled into each of them; one copy here keeps
-//! their setup, cleanup and report alike, which their figures are compared on.
+//! What the benchmark programs (throughput, scoring, exports, soak) share: the harness their
+//! `main` is (harness.rs), the run's own Postgres database and Redis prefix, the jobs they enqueue
+//! and wait for, the daemon they start and stop, the Markdown report, and small formatters. Each
+//! bench declares `mod common;`, so this is compiled into each of them; one copy here keeps their
+//! setup, cleanup and report alike, which their figures are compared on.
 #![allow(dead_code)] // each bench uses a different part of this module
 
 pub mod generated;
+pub mod harness;
+
+pub use harness::{KnobReader, main};
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use chrono::{DateTime, Utc};
+use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope, JobPayload};
 use redis::aio::MultiplexedConnection;
+use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -30,7 +37,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 pub const STALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The knob `name` from the environment, or `default` when it is not set.
-pub fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
+fn env_or<T: FromStr>(name: &str, default: T) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -44,38 +51,44 @@ where
     }
 }
 
-/// DATABASE_URL: any database on the server; the run's own database is created next to it.
-pub fn database_url() -> Result<String> {
-    env_or(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
-    )
-}
-
-pub fn redis_url() -> Result<String> {
-    env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())
-}
-
-/// How a bench wants its run set up.
-pub struct RunSpec<'a> {
-    /// "bench" or "soak": names the database (`quizworker_<tag>_<id>`) and the Redis prefix
-    /// (`<tag>-<id>:`), and starts the progress lines on stderr.
-    pub tag: &'static str,
+/// How a bench wants its run set up: [`RunSpec::new`], then any of the other settings.
+pub struct RunSpec {
     /// The queue the daemon runs (`quizworker run --queues <queue>`), without the prefix.
-    pub queue: &'a str,
+    queue: &'static str,
     /// The daemon's config file.
-    pub config_toml: &'a str,
+    config_toml: String,
     /// Settings for every `quizworker` command on top of the run's own, such as a concurrency.
-    pub env: Vec<(&'static str, String)>,
+    env: Vec<(&'static str, String)>,
     /// Whether to report Postgres' autovacuum setting, which the journal's size on disk needs.
-    pub check_autovacuum: bool,
-    pub database_url: &'a str,
-    pub redis_url: &'a str,
+    check_autovacuum: bool,
+}
+
+impl RunSpec {
+    /// A daemon that runs `queue` with `config_toml` as its config file.
+    pub fn new(queue: &'static str, config_toml: impl Into<String>) -> RunSpec {
+        RunSpec {
+            queue,
+            config_toml: config_toml.into(),
+            env: Vec::new(),
+            check_autovacuum: false,
+        }
+    }
+
+    /// The setting `name` for every `quizworker` command, over the config file's.
+    pub fn env(mut self, name: &'static str, value: impl ToString) -> RunSpec {
+        self.env.push((name, value.to_string()));
+        self
+    }
+
+    /// Reports Postgres' autovacuum setting, which the journal's size on disk depends on.
+    pub fn check_autovacuum(mut self) -> RunSpec {
+        self.check_autovacuum = true;
+        self
+    }
 }
 
 /// One benchmark run's own database, Redis prefix and config file, removed by [`Run::teardown`].
 pub struct Run {
-    tag: &'static str,
     /// The URL the run was given: the server's maintenance connection (CREATE/DROP DATABASE).
     admin_url: String,
     pub db_name: String,
@@ -90,17 +103,26 @@ pub struct Run {
     queue_name: String,
     /// The Redis name of the queue: the prefix, then the queue's name.
     pub queue: String,
+    /// The protocol's Lua script (docs/PROTOCOL.md), through which the benches enqueue.
+    script: redis::Script,
     env: Vec<(&'static str, String)>,
     /// Holds the config file and the daemons' logs.
     pub dir: tempfile::TempDir,
 }
 
 impl Run {
-    /// Everything that can fail is done before CREATE DATABASE, so that a failed setup leaves
-    /// nothing behind.
-    pub async fn setup(spec: RunSpec<'_>, report: &mut Report) -> Result<Run> {
-        let client = redis::Client::open(spec.redis_url)
-            .with_context(|| format!("REDIS_URL {:?} is not a Redis URL", spec.redis_url))?;
+    /// `tag` ("bench" or "soak") names the database (`quizworker_<tag>_<id>`) and the Redis
+    /// prefix (`<tag>-<id>:`); `database_url` is the server's maintenance connection. Everything
+    /// that can fail is done before CREATE DATABASE, so that a failed setup leaves nothing behind.
+    pub async fn setup(
+        tag: &'static str,
+        spec: RunSpec,
+        database_url: &str,
+        redis_url: &str,
+        report: &mut Report,
+    ) -> Result<Run> {
+        let client = redis::Client::open(redis_url)
+            .with_context(|| format!("REDIS_URL {redis_url:?} is not a Redis URL"))?;
         // redis-rs gives up on a reply after 500 ms by default; a pipeline of a thousand scripts
         // (or of hundreds with 5 KB envelopes), or a SCAN, on a Redis busy with the daemon can
         // take longer without anything being wrong.
@@ -109,7 +131,7 @@ impl Run {
         let mut redis = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", spec.redis_url))?;
+            .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut redis)
@@ -119,22 +141,21 @@ impl Run {
         report.machine("Redis server (INFO redis_version)", redis_version);
 
         let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-        fs::write(dir.path().join("config.toml"), spec.config_toml)
+        fs::write(dir.path().join("config.toml"), &spec.config_toml)
             .context("cannot write the config file")?;
 
-        let tag = spec.tag;
         let id = ulid::Ulid::new();
         let db_name = format!("quizworker_{tag}_{}", id.to_string().to_lowercase());
-        let db_url = with_database(spec.database_url, &db_name)?;
+        let db_url = with_database(database_url, &db_name)?;
         // Lazy: it connects on first use, so it cannot fail after the database exists.
         let pg = PgPoolOptions::new()
             .max_connections(2)
             .connect_lazy(&db_url)
             .context("DATABASE_URL is not a Postgres URL")?;
 
-        let mut admin = PgConnection::connect(spec.database_url)
+        let mut admin = PgConnection::connect(database_url)
             .await
-            .with_context(|| format!("cannot connect to Postgres at {}", spec.database_url))?;
+            .with_context(|| format!("cannot connect to Postgres at {database_url}"))?;
         let pg_version: String = sqlx::query_scalar("SHOW server_version")
             .fetch_one(&mut admin)
             .await
@@ -165,16 +186,16 @@ impl Run {
 
         let prefix = format!("{tag}-{id}:");
         Ok(Run {
-            tag,
-            admin_url: spec.database_url.to_owned(),
+            admin_url: database_url.to_owned(),
             db_name,
             db_url,
-            redis_url: spec.redis_url.to_owned(),
+            redis_url: redis_url.to_owned(),
             pg,
             redis,
             queue_name: spec.queue.to_owned(),
             queue: format!("{prefix}{}", spec.queue),
             prefix,
+            script: redis::Script::new(ENQUEUE_SCRIPT),
             env: spec.env,
             dir,
         })
@@ -248,6 +269,145 @@ impl Run {
         }
         daemon.ready_at = Instant::now();
         Ok(daemon)
+    }
+
+    /// Enqueues one job through the protocol's script; returns its id.
+    pub async fn enqueue_one(&self, job: &impl JobPayload) -> Result<String> {
+        let envelope = Envelope::new(job, Utc::now())?;
+        let mut redis = self.redis.clone();
+        let (id, created): (String, i64) = self
+            .script
+            .arg(&self.queue)
+            .arg(envelope.encode())
+            .invoke_async(&mut redis)
+            .await
+            .context("enqueue through the protocol script")?;
+        ensure!(created == 1, "the script did not enqueue job {id}");
+        Ok(id)
+    }
+
+    /// Loads the protocol's script into Redis, for [`Pipeline::enqueue`]'s EVALSHA calls.
+    pub async fn pipeline(&self) -> Result<Pipeline> {
+        let mut redis = self.redis.clone();
+        let sha = self
+            .script
+            .load_async(&mut redis)
+            .await
+            .context("SCRIPT LOAD")?;
+        Ok(Pipeline {
+            redis,
+            sha,
+            queue: self.queue.clone(),
+            bytes: 0,
+        })
+    }
+
+    /// Fails unless `jobs` jobs wait in the queue's list of jobs ready to run.
+    pub async fn ensure_waiting(&self, jobs: u64) -> Result<()> {
+        let waiting: u64 = redis::cmd("LLEN")
+            .arg(format!("{}:active", self.queue))
+            .query_async(&mut self.redis.clone())
+            .await
+            .context("LLEN of the active list")?;
+        ensure!(
+            waiting == jobs,
+            "{waiting} jobs wait in Redis, {jobs} expected"
+        );
+        Ok(())
+    }
+
+    /// How many jobs the journal shows completed.
+    pub async fn completed_jobs(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
+            .fetch_one(&self.pg)
+            .await
+            .context("count completed jobs")?;
+        Ok(n as u64)
+    }
+
+    /// What the journal shows of the jobs of `kind` and of all attempts.
+    pub async fn journal_counts(&self, kind: &str) -> Result<JournalCounts> {
+        let (jobs, completed, one_attempt, attempts, completed_attempts) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'completed'),
+                    count(*) FILTER (WHERE attempts = 1),
+                    (SELECT count(*) FROM job_attempts),
+                    (SELECT count(*) FROM job_attempts WHERE outcome = 'completed')
+               FROM jobs WHERE kind = $1",
+        )
+        .bind(kind)
+        .fetch_one(&self.pg)
+        .await
+        .context("count the jobs")?;
+        Ok(JournalCounts {
+            jobs,
+            completed,
+            one_attempt,
+            attempts,
+            completed_attempts,
+        })
+    }
+
+    /// Seconds from the first start to the last finish the journal shows of the jobs created
+    /// since `from` (a backlog); `None` if it shows none.
+    pub async fn journal_secs_since(&self, from: DateTime<Utc>) -> Result<Option<f64>> {
+        sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM max(j.finished_at) - min(a.started_at))::float8
+               FROM jobs j JOIN job_attempts a ON a.job_id = j.id
+              WHERE j.created_at >= $1",
+        )
+        .bind(from)
+        .fetch_one(&self.pg)
+        .await
+        .context("read the backlog's first start and last finish")
+    }
+
+    /// The job as the journal has it, if it has it.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRow>> {
+        let row: Option<(String, i16, Option<Value>, Option<String>)> =
+            sqlx::query_as("SELECT state, progress, result, last_error FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pg)
+                .await
+                .context("read the job")?;
+        Ok(row.map(|(state, progress, result, last_error)| JobRow {
+            state,
+            progress,
+            result,
+            last_error,
+        }))
+    }
+
+    /// Waits until the journal shows the job completed; fails if it failed, or if neither its
+    /// state nor its progress moved for [`STALL_DEADLINE`].
+    pub async fn wait_for_job(&self, daemon: &mut Daemon, id: &str) -> Result<JobRow> {
+        let mut last = (String::new(), -1);
+        let mut last_change = Instant::now();
+        loop {
+            daemon.ensure_running()?;
+            if let Some(row) = self.job(id).await? {
+                match row.state.as_str() {
+                    "completed" => return Ok(row),
+                    "failed" | "retrying" => bail!(
+                        "job {id} is {}: {}",
+                        row.state,
+                        row.last_error.unwrap_or_default()
+                    ),
+                    _ => {}
+                }
+                if (row.state.as_str(), row.progress) != (last.0.as_str(), last.1) {
+                    last = (row.state, row.progress);
+                    last_change = Instant::now();
+                }
+            }
+            ensure!(
+                last_change.elapsed() < STALL_DEADLINE,
+                "job {id} did not move for {STALL_DEADLINE:?} (state {:?}, progress {}):\n{}",
+                last.0,
+                last.1,
+                daemon.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Warnings and errors the daemons logged (every `daemon*` file of the run's dir): none are
@@ -356,6 +516,111 @@ impl Run {
     }
 }
 
+/// Pipelines of EVALSHA calls of the protocol's script onto the run's queue: how the benches fill
+/// a backlog. It owns its connection, so that a task can own it (the soak's producer).
+pub struct Pipeline {
+    redis: MultiplexedConnection,
+    sha: String,
+    queue: String,
+    /// The envelopes' bytes enqueued so far.
+    pub bytes: usize,
+}
+
+impl Pipeline {
+    /// Enqueues `jobs` in one pipeline, each in an envelope created as it is added; fails unless
+    /// every one is enqueued. Returns their ids.
+    pub async fn enqueue<J: JobPayload>(
+        &mut self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        let mut n = 0;
+        for job in jobs {
+            let envelope = Envelope::new(&job, Utc::now())?.encode();
+            self.bytes += envelope.len();
+            pipe.cmd("EVALSHA")
+                .arg(&self.sha)
+                .arg(0)
+                .arg(&self.queue)
+                .arg(envelope);
+            n += 1;
+        }
+        let replies: Vec<(String, i64)> = pipe
+            .query_async(&mut self.redis)
+            .await
+            .context("pipelined EVALSHA")?;
+        let created = replies.iter().filter(|(_, created)| *created == 1).count();
+        ensure!(
+            created == n,
+            "only {created} of {n} jobs of a batch were enqueued"
+        );
+        Ok(replies.into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+/// A job as the journal has it.
+pub struct JobRow {
+    pub state: String,
+    pub progress: i16,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+}
+
+/// What the journal shows of the jobs of one kind and of all attempts: [`Run::journal_counts`].
+pub struct JournalCounts {
+    pub jobs: i64,
+    completed: i64,
+    one_attempt: i64,
+    attempts: i64,
+    completed_attempts: i64,
+}
+
+impl JournalCounts {
+    /// How the jobs and the attempts ended, for the report's journal check.
+    pub fn outcomes(&self) -> String {
+        format!(
+            "{} completed, {} with attempts = 1; {} attempt rows, {} completed",
+            self.completed, self.one_attempt, self.attempts, self.completed_attempts
+        )
+    }
+
+    /// Fails unless the journal shows `expected` jobs, each completed with exactly one attempt.
+    pub fn ensure_each_completed_once(&self, expected: i64) -> Result<()> {
+        let counts = [
+            self.jobs,
+            self.completed,
+            self.one_attempt,
+            self.attempts,
+            self.completed_attempts,
+        ];
+        ensure!(
+            counts.iter().all(|&n| n == expected),
+            "the journal does not show every job completed with exactly one attempt"
+        );
+        Ok(())
+    }
+}
+
+/// The config file of benches/`bench`.rs: its own `tables` (each followed by a blank line), then
+/// its queue's, from [`queue_table`].
+pub fn config_toml(bench: &str, tables: &str, queue_table: String) -> String {
+    format!("# Written by benches/{bench}.rs.\n{tables}{queue_table}")
+}
+
+/// The `[queues.<queue>]` table as config.toml ships it, given the queue's shipped timeout and
+/// attempts, with `concurrency`. Benches write the whole table so that nothing depends on how
+/// tables merge with the defaults.
+pub fn queue_table(queue: &str, concurrency: u64, timeout: &str, max_attempts: u32) -> String {
+    format!(
+        r#"[queues.{queue}]
+concurrency = {concurrency}
+timeout = "{timeout}"
+max_attempts = {max_attempts}
+backoff = {{ base = "2s", cap = "10m", jitter = 0.2 }}
+"#
+    )
+}
+
 /// `url` with its database (the path) replaced by `database`. User, password, host and query
 /// options are kept as written, so a password is never decoded and re-encoded.
 pub fn with_database(url: &str, database: &str) -> Result<String> {
@@ -459,12 +724,15 @@ impl Drop for Daemon {
 
 /// The Markdown report, filled in as the run goes, so a failed run still shows what it measured.
 pub struct Report {
-    /// "throughput", "scoring" or "soak", for the title.
+    /// "throughput", "scoring", "exports" or "soak", for the title.
     name: &'static str,
-    /// Starts the progress lines on stderr, as in [`RunSpec::tag`].
+    /// "bench" or "soak": starts the progress lines on stderr.
     tag: &'static str,
     machine: Vec<(String, String)>,
     knobs: Vec<(String, String)>,
+    /// Markdown, each ending in a blank line, between the knobs and the figures: the scoring and
+    /// exports benches' workload, the soak's samples.
+    sections: String,
     figures: Vec<(String, String)>,
     notes: Vec<String>,
 }
@@ -477,6 +745,7 @@ impl Report {
             tag,
             machine: Vec::new(),
             knobs,
+            sections: String::new(),
             figures: Vec::new(),
             notes: Vec::new(),
         };
@@ -506,6 +775,11 @@ impl Report {
         self.machine.push((name.to_owned(), value));
     }
 
+    /// A row of the Knobs table that is no knob, such as a setting of the daemon's config file.
+    pub fn knob(&mut self, name: &str, value: String) {
+        self.knobs.push((name.to_owned(), value));
+    }
+
     pub fn figure(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
         eprintln!("{}: {name}: {value}", self.tag);
@@ -516,9 +790,50 @@ impl Report {
         self.notes.push(note);
     }
 
-    /// The whole report; `sections` (Markdown, each ending in a blank line) go between the knobs
-    /// and the figures: the scoring bench's workload, the soak's samples.
-    pub fn render(&self, sections: &str) -> String {
+    /// The rate of `n` `what` (jobs, attempts) over `secs` read off the journal's own times: a
+    /// cross-check free of the sampling step and of startup. Left out if the journal has no span.
+    pub fn journal_rate(&mut self, name: impl Into<String>, n: u64, what: &str, secs: Option<f64>) {
+        if let Some(secs) = secs.filter(|s| *s > 0.0) {
+            let rate = per_sec(n as f64 / secs, what);
+            self.figure(name, format!("{rate} ({secs:.2} s)"));
+        }
+    }
+
+    /// What follows a backlog's whole rate, `rate` being the figures' name ("Processing rate"):
+    /// the rate of its last fifth, read off `done` (samples counting its `n` `what`), which
+    /// falls if the work slows as the tables grow; and the whole rate by the journal's times.
+    pub fn backlog_tail(
+        &mut self,
+        rate: &str,
+        what: &str,
+        done: &[(f64, u64)],
+        n: u64,
+        journal_secs: Option<f64>,
+    ) {
+        let fifth = n / 5;
+        if fifth > 0 {
+            let last_secs = time_at(done, n) - time_at(done, n - fifth);
+            self.figure(
+                format!("{rate}, last 20% of the backlog"),
+                per_sec(fifth as f64 / last_secs, what),
+            );
+        }
+        let name = format!("{rate}, whole backlog (journal: first start to last finish)");
+        self.journal_rate(name, n, what, journal_secs);
+    }
+
+    /// A section of Markdown, ending in a blank line, to go between the knobs and the figures.
+    pub fn section(&mut self, markdown: &str) {
+        self.sections.push_str(markdown);
+    }
+
+    /// The Workload section: what the bench scores or exports.
+    pub fn workload(&mut self, description: &str) {
+        self.section(&format!("## Workload\n\n- {description}\n\n"));
+    }
+
+    /// The whole report.
+    pub fn render(&self) -> String {
         let table = |header: &str, rows: &[(String, String)]| {
             let mut out = format!("| {header} | value |\n|---|---|\n");
             for (name, value) in rows {
@@ -529,7 +844,7 @@ impl Report {
         let mut out = format!("# quizworker {} benchmark\n\n", self.name);
         out.push_str(&format!("## Machine\n\n{}\n", table("item", &self.machine)));
         out.push_str(&format!("## Knobs\n\n{}\n", table("knob", &self.knobs)));
-        out.push_str(sections);
+        out.push_str(&self.sections);
         out.push_str(&format!("## Figures\n\n{}", table("figure", &self.figures)));
         if !self.notes.is_empty() {
             out.push('\n');
@@ -541,16 +856,19 @@ impl Report {
     }
 }
 
-/// Counts with `count` every [`SAMPLE_EVERY`] from the daemon's ready line until `target` are
-/// counted, and returns the samples: (seconds since ready, count). What is counted is named by
-/// `one` in the stall error ("job completed") and by `done` in the progress lines ("completed").
+/// Counts with `count` every [`SAMPLE_EVERY`] from the daemon's ready line until `n` more than
+/// `before` (what earlier phases did) are counted, and returns the samples: (seconds since ready,
+/// count less `before`). What is counted is named by `one` in the stall error ("job completed")
+/// and by `done` in the progress lines ("completed").
 pub async fn sample_until(
     daemon: &mut Daemon,
-    target: u64,
+    before: u64,
+    n: u64,
     one: &str,
     done: &str,
     mut count: impl AsyncFnMut() -> Result<u64>,
 ) -> Result<Vec<(f64, u64)>> {
+    let target = before + n;
     let ready = daemon.ready_at;
     // Nothing is journaled when the ready line appears (the first poll of the log sees it within
     // 10 ms), so the count then is what earlier phases did.
@@ -571,7 +889,8 @@ pub async fn sample_until(
         let previous = samples.last().map_or(0, |&(_, c)| c);
         samples.push((t, counted));
         if counted >= target {
-            return Ok(samples);
+            let since_before = samples.iter().map(|&(t, c)| (t, c.saturating_sub(before)));
+            return Ok(since_before.collect());
         }
         if counted > previous {
             last_progress = Instant::now();
@@ -585,23 +904,6 @@ pub async fn sample_until(
             eprintln!("bench:   {counted} of {target} {done} after {t:.1} s");
             last_report = Instant::now();
         }
-    }
-}
-
-/// Ends a bench: the errors go into the report as failures, the report (with `sections`, as in
-/// [`Report::render`]) to stdout and the errors again to stderr; fails if there are any.
-pub fn finish(report: &mut Report, errors: &[String], sections: &str) -> ExitCode {
-    for error in errors {
-        report.note(format!("**FAILED**: {error}"));
-    }
-    println!("{}", report.render(sections));
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for error in errors {
-            eprintln!("{}: error: {error}", report.tag);
-        }
-        ExitCode::FAILURE
     }
 }
 
@@ -703,33 +1005,62 @@ pub fn daemon_source() -> String {
     }
 }
 
-/// CPU time a process has used so far (user + system), in seconds; `None` if /proc cannot say.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ..." where comm may hold spaces and parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // After the command: utime and stime are fields 14 and 15 of proc_pid_stat(5).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks: f64 = command_line("getconf", &["CLK_TCK"]).parse().ok()?;
-    Some((utime + stime) as f64 / ticks)
+/// The processes running now.
+pub fn pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse().ok())
 }
 
-/// CPU time (user + system, seconds) used so far by the Postgres backends serving `db_name` (the
-/// database is in their process title). Read it while the connections live: the time of a
-/// backend that exited is gone.
+/// The command name of a process and the CPU time it has used so far (user + system), in clock
+/// ticks; `None` if /proc cannot say.
+pub fn process_ticks(pid: u32) -> Option<(String, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ..." where comm may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let command = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the command: state is field 3 of proc_pid_stat(5), utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((command, utime + stime))
+}
+
+/// The clock ticks of [`process_ticks`] per second.
+pub fn clock_ticks_per_sec() -> Option<f64> {
+    command_line("getconf", &["CLK_TCK"]).parse().ok()
+}
+
+/// CPU time a process has used so far (user + system), in seconds; `None` if /proc cannot say.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let (_, ticks) = process_ticks(pid)?;
+    Some(ticks as f64 / clock_ticks_per_sec()?)
+}
+
+/// Whether a process is a Postgres backend serving `db_name`, which its process title names:
+/// "postgres: 15/main: user database host(port) state".
+pub fn serves_database(pid: u32, db_name: &str) -> bool {
+    let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let title = String::from_utf8_lossy(&title);
+    title.starts_with("postgres:") && title.split([' ', '\0']).any(|word| word == db_name)
+}
+
+/// CPU time (user + system, seconds) used so far by the Postgres backends serving `db_name`.
+/// Read it while the connections live: the time of a backend that exited is gone.
 pub fn backends_cpu_seconds(db_name: &str) -> f64 {
-    let mut total = 0.0;
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // "postgres: 15/main: user database host(port) state"
-        let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let title = String::from_utf8_lossy(&title);
-        if title.starts_with("postgres:") && title.split([' ', '\0']).any(|word| word == db_name) {
-            total += cpu_seconds(pid).unwrap_or(0.0);
-        }
-    }
-    total
+    pids()
+        .filter(|&pid| serves_database(pid, db_name))
+        .map(|pid| cpu_seconds(pid).unwrap_or(0.0))
+        .sum()
+}
+
+/// The 1, 5 and 15 minute load averages (/proc/loadavg): other load on the machine skews every
+/// figure, so the reports say how much there was.
+pub fn load_averages() -> Option<[String; 3]> {
+    let text = fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(str::to_owned);
+    Some([fields.next()?, fields.next()?, fields.next()?])
 }
