@@ -1,12 +1,11 @@
 //! The `quizworker` binary: parses the command line, sets up logging, and turns the outcome of
 //! the command into an exit code.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use quizworker::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use quizworker::ops::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,7 +37,8 @@ fn main() -> ExitCode {
                 });
                 eprintln!("{line}");
             } else {
-                eprintln!("error: {e:#}");
+                // Escaped like every log line for people: the error may quote input.
+                eprintln!("error: {}", logging::escape_control(&format!("{e:#}")));
             }
             ExitCode::FAILURE
         }
@@ -53,13 +53,9 @@ fn init_logging(cli: &Cli) {
         Command::Run { .. } => "info,sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn",
         _ => "warn",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let format = match cli.log_format {
+        LogFormat::Human => logging::Format::Human,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(format, default);
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::fs;
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, TestEnv, http_get};
@@ -63,4 +64,39 @@ async fn unknown_kinds_count_under_one_label_value(pool: PgPool) {
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .count();
     assert!(series < 200, "{series} series:\n{metrics}");
+}
+
+// --- 3. Log lines cannot be forged ----------------------------------------------------------------
+
+#[sqlx::test]
+async fn control_characters_from_input_are_escaped_in_log_lines(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let daemon = env.spawn_daemon(&[]);
+    let kind = "evil\nINFO forged: all is well\u{0}";
+    let envelope = Envelope::from_parts(kind, &json!({}), chrono::Utc::now());
+    let id = envelope.id.to_string();
+    env.producer()
+        .await
+        .enqueue(Queue::Default, &envelope)
+        .await
+        .expect("enqueue");
+    env.wait_for_state(&id, "failed").await;
+    daemon.wait_for_log("job failed");
+
+    let log = fs::read(&daemon.log).expect("the log");
+    assert!(!log.contains(&0), "a NUL reached the log");
+    let log = String::from_utf8_lossy(&log);
+    for line in log.lines().filter(|line| line.contains("forged")) {
+        assert!(line.contains(r"evil\nINFO forged"), "a forged line:\n{log}");
+    }
+    assert!(
+        log.contains(r"well\u{0}"),
+        "the NUL is not shown escaped:\n{log}"
+    );
+
+    let listed = env.cli_ok(&["jobs", "list"]);
+    assert!(
+        !listed.lines().any(|line| line.starts_with("INFO forged")),
+        "{listed}"
+    );
 }
