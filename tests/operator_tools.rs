@@ -10,8 +10,92 @@ use std::time::{Duration, Instant};
 
 use common::{DEADLINE, TestEnv, http_get};
 use quizworker_jobs::{Envelope, Queue};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
+
+/// Journals a job straight into the table, the way a producer's bytes may sit there.
+async fn insert_job(env: &TestEnv, id: &str, kind: &str, payload: &str, result: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, kind, payload, state, attempts, max_attempts, result,
+                           created_at, finished_at)
+         VALUES ($1, 'default', $2, $3::json, 'completed', 1, 3, $4::jsonb, now(), now())",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(payload)
+    .bind(result)
+    .execute(&env.pool)
+    .await
+    .expect("insert a job");
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+// --- 1. Any stored job shows ---------------------------------------------------------------------
+
+#[sqlx::test]
+async fn jobs_list_and_show_show_payloads_serde_json_cannot_read(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let deep = nested(300);
+    let lone_surrogate = r#"{"note": "\ud800"}"#;
+    insert_job(
+        &env,
+        "01KAAAAAAAAAAAAAAAAAAAAAC1",
+        "diag.noop",
+        "{}",
+        Some("null"),
+    )
+    .await;
+    insert_job(
+        &env,
+        "01KAAAAAAAAAAAAAAAAAAAAAC2",
+        "diag.noop",
+        &deep,
+        Some(&deep),
+    )
+    .await;
+    insert_job(
+        &env,
+        "01KAAAAAAAAAAAAAAAAAAAAAC3",
+        "diag.noop",
+        lone_surrogate,
+        None,
+    )
+    .await;
+
+    let table = env.cli_ok(&["jobs", "list"]);
+    for id in ["C1", "C2", "C3"] {
+        assert!(
+            table.contains(&format!("01KAAAAAAAAAAAAAAAAAAAAA{id}")),
+            "{table}"
+        );
+    }
+    let listed = env.cli_json(&["jobs", "list", "--json"]);
+    let payloads: Vec<&Value> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|job| &job["payload"])
+        .collect();
+    // Newest first: created in the same instant, so by id.
+    assert_eq!(
+        payloads,
+        [&json!(lone_surrogate), &json!(deep), &json!({})],
+        "what serde_json cannot read is shown as its stored text"
+    );
+
+    let shown = env.cli_json(&["jobs", "show", "01KAAAAAAAAAAAAAAAAAAAAAC2", "--json"]);
+    assert_eq!(shown["payload"], json!(deep));
+    assert_eq!(shown["result"], json!(deep));
+    let text = env.cli_ok(&["jobs", "show", "01KAAAAAAAAAAAAAAAAAAAAAC3"]);
+    assert!(
+        text.contains(r#"payload      {"note": "\ud800"}"#),
+        "{text}"
+    );
+    assert!(text.contains("not readable as JSON here"), "{text}");
+}
 
 // --- 2. /metrics stays small whatever kinds producers send --------------------------------------
 

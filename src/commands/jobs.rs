@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::runtime::executor::MALFORMED_KIND;
 use crate::runtime::journal::JobState;
 use crate::runtime::journal::store::{self, JobFilter};
+use crate::runtime::journal::stored_json::StoredJson;
 use crate::runtime::queue::RedisQueues;
 
 pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
@@ -117,9 +118,9 @@ async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     if let Some(error) = &job.last_error {
         println!("error        {error}");
     }
-    println!("payload      {}", job.payload);
+    print_document("payload", &job.payload);
     if let Some(result) = &job.result {
-        println!("result       {result}");
+        print_document("result", result);
     }
     let mut table = output::table(&[
         "ATTEMPT", "WORKER", "STARTED", "DURATION", "OUTCOME", "ERROR",
@@ -138,6 +139,18 @@ async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     }
     println!("\n{table}");
     Ok(())
+}
+
+/// A payload or result on one line; one that serde_json cannot read as JSON is shown as the
+/// text stored, with why.
+fn print_document(label: &str, document: &StoredJson) {
+    println!("{label:<13}{document}");
+    if let Err(e) = document.value() {
+        println!(
+            "{:<13}(the stored text: it is not readable as JSON here: {e})",
+            ""
+        );
+    }
 }
 
 /// A job the journal does not know yet may still wait in Redis: it has not run.
