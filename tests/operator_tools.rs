@@ -6,12 +6,40 @@
 mod common;
 
 use std::fs;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::CommandFactory;
 use common::{DEADLINE, TestEnv, http_get};
+use quizworker::cli::Cli;
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+
+/// Exit codes (README, "The CLI").
+const FAILED: i32 = 1;
+const USAGE: i32 = 2;
+const BAD_INPUT: i32 = 3;
+const UNREACHABLE: i32 = 4;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command exited with `code`, said `message` on standard error, and did not panic.
+fn assert_fails(output: &Output, code: i32, message: &str, what: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{what}: {err}");
+    assert!(
+        err.contains(message),
+        "{what}: {err:?} should say {message:?}"
+    );
+    assert!(!err.contains("panicked"), "{what} panicked: {err}");
+}
 
 /// Journals a job straight into the table, the way a producer's bytes may sit there.
 async fn insert_job(env: &TestEnv, id: &str, kind: &str, payload: &str, result: Option<&str>) {
@@ -183,4 +211,463 @@ async fn control_characters_from_input_are_escaped_in_log_lines(pool: PgPool) {
         !listed.lines().any(|line| line.starts_with("INFO forged")),
         "{listed}"
     );
+}
+
+// --- 4. No password in connection errors, whatever form it takes ---------------------------------
+
+#[sqlx::test]
+async fn passwords_given_as_query_parameters_are_masked(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    const PG_SECRET: &str = "Pg-query-s3cret-81d0";
+    const REDIS_SECRET: &str = "Redis-query-s3cret-3b7a";
+    let (_, db_rest) = env.database_url.rsplit_once('@').expect("user@host");
+    // No such role: the login fails, and the error must name the URL.
+    let postgres = format!("postgres://qw_nobody@{db_rest}?password={PG_SECRET}");
+    let redis_answering = format!("{}/?password={REDIS_SECRET}", env.redis_url);
+    let redis_refusing = format!("redis://127.0.0.1:1/?password={REDIS_SECRET}");
+
+    // (args, DATABASE_URL, REDIS_URL, what the output must say)
+    let cases: [(&[&str], &str, &str, &[&str]); 4] = [
+        (
+            &["check"],
+            &postgres,
+            &redis_answering,
+            &[
+                "could not connect to Postgres at postgres://qw_nobody@",
+                "?password=***",
+                "role \"qw_nobody\" does not exist",
+                "/?password=***, key prefix",
+            ],
+        ),
+        (
+            &["check"],
+            &env.database_url,
+            &redis_refusing,
+            &["could not connect to Redis at redis://127.0.0.1:1/?password=***"],
+        ),
+        (
+            &["run"],
+            &postgres,
+            &redis_answering,
+            &["could not connect to Postgres at postgres://qw_nobody@"],
+        ),
+        (
+            &["queues"],
+            &env.database_url,
+            &redis_refusing,
+            &["could not connect to Redis at redis://127.0.0.1:1/?password=***"],
+        ),
+    ];
+    // Every run at once: redis-rs takes a while to give up on a port that refuses it.
+    let mut runs = Vec::new();
+    for (args, database_url, redis_url, says) in cases {
+        for format in ["human", "json"] {
+            for rust_log in ["warn", "trace"] {
+                let child = env
+                    .command()
+                    .args(args)
+                    .env("DATABASE_URL", database_url)
+                    .env("REDIS_URL", redis_url)
+                    .env("QUIZWORKER_LOG_FORMAT", format)
+                    .env("RUST_LOG", rust_log)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run quizworker");
+                let case = format!("{args:?} with {format} logs at {rust_log}");
+                runs.push((case, format, child, says));
+            }
+        }
+    }
+    for (case, format, child, says) in runs {
+        let output = child.wait_with_output().expect("wait for quizworker");
+        let out = format!("{}{}", stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(UNREACHABLE), "{case}:\n{out}");
+        for secret in [PG_SECRET, REDIS_SECRET] {
+            assert!(!out.contains(secret), "{case} showed a password:\n{out}");
+        }
+        let readable = if format == "json" {
+            format!(
+                "{}{}",
+                stdout(&output),
+                decoded_json_lines(&stderr(&output))
+            )
+        } else {
+            out.clone()
+        };
+        for expected in says {
+            assert!(
+                readable.contains(expected),
+                "{case}: no {expected:?} in:\n{out}"
+            );
+        }
+    }
+}
+
+/// The `message` and `error` fields of each JSON log line, decoded.
+fn decoded_json_lines(text: &str) -> String {
+    let mut decoded = String::new();
+    for line in text.lines() {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["message", "error"] {
+            if let Some(text) = value[field].as_str() {
+                decoded.push_str(text);
+                decoded.push('\n');
+            }
+        }
+    }
+    decoded
+}
+
+// --- 5. No panic, and each thing said once ---------------------------------------------------------
+
+/// Runs a command whose standard output nobody reads (`quizworker ... | head -0`).
+fn with_stdout_closed(mut command: Command) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    command
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run quizworker")
+}
+
+#[sqlx::test]
+async fn a_reader_that_goes_away_ends_commands_quietly(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    for i in 0..20 {
+        insert_job(
+            &env,
+            &format!("01KAAAAAAAAAAAAAAAAAAAAA{i:02}"),
+            "diag.noop",
+            "{}",
+            None,
+        )
+        .await;
+    }
+    let score_file = env.dir.path().join("score.json");
+    fs::write(&score_file, DOCS_EXAMPLE).expect("write the score file");
+    let runs: [&[&str]; 6] = [
+        &["jobs", "list"],
+        &["jobs", "list", "--json"],
+        &["jobs", "show", "01KAAAAAAAAAAAAAAAAAAAAA07"],
+        &["queues"],
+        &["score", score_file.to_str().expect("a UTF-8 path")],
+        &["--help"],
+    ];
+    for args in runs {
+        let mut command = env.command();
+        command.args(args).env("RUST_LOG", "warn");
+        let output = with_stdout_closed(command);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output), "", "{args:?} said something");
+    }
+}
+
+/// A complete `score` input (docs/SCORING.md's smallest test).
+const DOCS_EXAMPLE: &str = r#"{
+  "test": {"test_id": "quiz", "key_version": 1, "marking": {"correct": 1},
+           "sections": [{"id": "s", "questions": [{"id": "q1", "type": "mcq", "answer": "A"}]}]},
+  "attempt": {"attempt_id": "a-1", "test_id": "quiz",
+              "responses": [{"question": "q1", "answer": "A"}]}
+}"#;
+
+#[sqlx::test]
+async fn bad_flags_and_files_are_errors_not_panics_or_defaults(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let output = env.cli(&["enqueue", "diag.noop", "--delay", "300000y"]);
+    assert_fails(
+        &output,
+        BAD_INPUT,
+        "--delay 300000years is too long",
+        "--delay 300000y",
+    );
+
+    let missing = env.dir.path().join("no-such-config.toml");
+    for args in [&["check"][..], &["jobs", "list"][..]] {
+        let output = env
+            .command()
+            .args(args)
+            .env("QUIZWORKER_CONFIG", &missing)
+            .output()
+            .expect("run quizworker");
+        assert_fails(
+            &output,
+            BAD_INPUT,
+            "does not exist",
+            "a missing config file",
+        );
+        let output = env
+            .command()
+            .arg("--config")
+            .arg(&missing)
+            .args(args)
+            .output()
+            .expect("run quizworker");
+        assert_fails(&output, BAD_INPUT, "does not exist", "a missing --config");
+    }
+
+    // A directory nobody can make, root included: its parent is a file.
+    let file = env.dir.path().join("a-file");
+    fs::write(&file, "").expect("write a file");
+    let output = env
+        .command()
+        .args(["check", "--json"])
+        .env("QUIZWORKER_EXPORTS__DIRECTORY", file.join("exports"))
+        .output()
+        .expect("run quizworker");
+    assert_fails(
+        &output,
+        FAILED,
+        "failed checks: exports",
+        "an unusable export directory",
+    );
+    let checks: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let exports = checks
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == "exports"))
+        .expect("an exports check");
+    assert_eq!(exports["ok"], false, "{checks}");
+    assert!(
+        exports["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create"),
+        "{checks}"
+    );
+}
+
+#[sqlx::test]
+async fn errors_say_each_thing_once_and_echo_little_of_the_input(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let output = env
+        .command()
+        .args(["queues"])
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .expect("run quizworker");
+    assert_fails(
+        &output,
+        UNREACHABLE,
+        "could not connect to Redis",
+        "Redis away",
+    );
+    assert_eq!(
+        stderr(&output).matches("refused").count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+
+    let (_, db_rest) = env.database_url.rsplit_once('@').expect("user@host");
+    let output = env
+        .command()
+        .args(["jobs", "list"])
+        .env("DATABASE_URL", format!("postgres://qw_nobody@{db_rest}"))
+        .output()
+        .expect("run quizworker");
+    assert_fails(
+        &output,
+        UNREACHABLE,
+        "role \"qw_nobody\" does not exist",
+        "no such role",
+    );
+    let err = stderr(&output);
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+    assert!(!err.contains(" at line "), "{err}");
+
+    let long = "x".repeat(5000);
+    for args in [
+        &["enqueue", long.as_str()][..],
+        &["jobs", "show", long.as_str()][..],
+        &["jobs", "list", "--state", long.as_str()][..],
+        &["enqueue", "diag.noop", "--queue", long.as_str()][..],
+    ] {
+        let output = env.cli(args);
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(err.len() < 400, "{} bytes of error: {err}", err.len());
+        assert!(err.contains(&format!("`{}…`", "x".repeat(40))), "{err}");
+    }
+}
+
+// --- 6. Exit codes, and `score`'s documented errors -------------------------------------------------
+
+#[sqlx::test]
+async fn exit_codes_tell_usage_bad_input_and_outages_apart(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&["jobs"], USAGE, "Usage"),
+        (&["jobs", "list", "--limit", "many"], USAGE, "invalid value"),
+        (
+            &[
+                "jobs",
+                "retry",
+                "01KAAAAAAAAAAAAAAAAAAAAAAA",
+                "--state",
+                "failed",
+            ],
+            USAGE,
+            "not both",
+        ),
+        (
+            &["enqueue", "diag.sleep", "--payload", "{}"],
+            BAD_INPUT,
+            "missing field `ms`",
+        ),
+        (
+            &["jobs", "list", "--state", "done"],
+            BAD_INPUT,
+            "unknown job state `done`",
+        ),
+        (
+            &["jobs", "show", "01KAAAAAAAAAAAAAAAAAAAAAAA"],
+            FAILED,
+            "no job with id",
+        ),
+    ];
+    for (args, code, message) in cases {
+        assert_fails(&env.cli(args), code, message, &format!("{args:?}"));
+    }
+    let output = env
+        .command()
+        .args(["jobs", "list"])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/test")
+        .output()
+        .expect("run quizworker");
+    assert_fails(
+        &output,
+        UNREACHABLE,
+        "could not connect to Postgres",
+        "Postgres away",
+    );
+}
+
+#[test]
+fn score_json_prints_the_documented_error_object() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.json");
+    let mut request: Value = serde_json::from_str(DOCS_EXAMPLE).expect("JSON");
+    request["attempt"]["responses"] = json!([{"question": "q9", "answer": "A"},
+                                             {"question": "q1", "answer": "E"}]);
+    fs::write(&bad, request.to_string()).expect("write");
+    let score = |args: &[&str]| {
+        Command::new(common::BIN)
+            .args(args)
+            .env_remove("QUIZWORKER_CONFIG")
+            .output()
+            .expect("run quizworker")
+    };
+
+    let output = score(&["score", "--json", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(BAD_INPUT), "{}", stderr(&output));
+    let error: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(error["error"], "invalid_attempt", "{error}");
+    let problems = error["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 2, "{error}");
+    assert_eq!(problems[0]["question"], "q9");
+    assert_eq!(problems[0]["response"], 0);
+
+    let output = score(&["score", "--json", "/no/such/file.json"]);
+    assert_eq!(output.status.code(), Some(BAD_INPUT));
+    let error: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(error["error"], "unreadable", "{error}");
+
+    let output = score(&["score", bad.to_str().unwrap()]);
+    assert_fails(
+        &output,
+        BAD_INPUT,
+        "the test has no such question",
+        "score without --json",
+    );
+    assert_eq!(stdout(&output), "");
+}
+
+// --- 8. `check` and `migrate` say what they used and did ------------------------------------------
+
+#[sqlx::test]
+async fn check_names_its_config_file_database_and_prefix(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let checks = env.cli_json(&["check", "--json"]);
+    let detail = |name: &str| -> String {
+        checks
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["check"] == name))
+            .and_then(|c| c["detail"].as_str())
+            .unwrap_or_else(|| panic!("no {name} check in {checks}"))
+            .to_owned()
+    };
+    let config_file = fs::canonicalize(env.dir.path().join("config.toml")).unwrap();
+    assert!(
+        detail("config").contains(config_file.to_str().unwrap()),
+        "{checks}"
+    );
+    assert!(detail("postgres").contains(&env.database_url), "{checks}");
+    assert!(
+        detail("redis").contains(&format!("key prefix `{}`", env.prefix)),
+        "{checks}"
+    );
+    assert!(detail("exports").contains("writable"), "{checks}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrate_says_how_many_migrations_it_applied(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let all = quizworker::commands::MIGRATOR.iter().count();
+    let first = env.cli_ok(&["migrate"]);
+    assert!(
+        first.contains(&format!("applied {all} migration(s)")),
+        "{first}"
+    );
+    let second = env.cli_ok(&["migrate"]);
+    assert!(second.contains("applied 0 migrations"), "{second}");
+}
+
+// --- 9. Help texts, kinds, UTC ------------------------------------------------------------------------
+
+#[test]
+fn every_flag_and_argument_has_a_help_text() {
+    fn walk(command: &clap::Command, path: &str, blank: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.get_help().is_none() && !matches!(id, "help" | "version") {
+                blank.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), blank);
+        }
+    }
+    let mut blank = Vec::new();
+    walk(&Cli::command(), "quizworker", &mut blank);
+    assert!(blank.is_empty(), "no help text: {blank:?}");
+
+    let output = Command::new(common::BIN)
+        .args(["enqueue", "--help"])
+        .output()
+        .expect("run quizworker");
+    let help = stdout(&output);
+    for kind in quizworker_jobs::catalogue::KINDS {
+        assert!(help.contains(kind.name), "{} is not in:\n{help}", kind.name);
+    }
+}
+
+#[sqlx::test]
+async fn the_cli_labels_its_times_as_utc(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    insert_job(&env, "01KAAAAAAAAAAAAAAAAAAAAAD1", "diag.noop", "{}", None).await;
+    let shown = env.cli_ok(&["jobs", "show", "01KAAAAAAAAAAAAAAAAAAAAAD1"]);
+    let created = shown
+        .lines()
+        .find(|line| line.starts_with("created"))
+        .expect("a created line");
+    assert!(created.ends_with(" UTC"), "{shown}");
+    let listed = env.cli_ok(&["jobs", "list"]);
+    assert!(listed.contains(" UTC"), "{listed}");
 }
