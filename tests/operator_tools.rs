@@ -671,3 +671,27 @@ async fn the_cli_labels_its_times_as_utc(pool: PgPool) {
     let listed = env.cli_ok(&["jobs", "list"]);
     assert!(listed.contains(" UTC"), "{listed}");
 }
+
+// --- 12. Tests leave no keys in Redis --------------------------------------------------------------
+
+#[sqlx::test]
+async fn a_test_environment_takes_its_redis_keys_with_it(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let (redis_url, prefix) = (env.redis_url.clone(), env.prefix.clone());
+    {
+        let _daemon = env.spawn_daemon(&[]);
+        let id = env.enqueue("diag.noop", "{}", &["--idempotency-key", "once"]);
+        env.wait_for_state(&id, "completed").await;
+    }
+    let client = redis::Client::open(redis_url.as_str()).expect("Redis URL");
+    let mut conn = client.get_connection().expect("connect to Redis");
+    assert!(
+        !common::keys_with_prefix(&mut conn, &prefix)
+            .expect("scan")
+            .is_empty(),
+        "the daemon made keys"
+    );
+    drop(env);
+    let left = common::keys_with_prefix(&mut conn, &prefix).expect("scan");
+    assert!(left.is_empty(), "left in Redis: {left:?}");
+}
