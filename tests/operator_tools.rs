@@ -695,3 +695,42 @@ async fn a_test_environment_takes_its_redis_keys_with_it(pool: PgPool) {
     let left = common::keys_with_prefix(&mut conn, &prefix).expect("scan");
     assert!(left.is_empty(), "left in Redis: {left:?}");
 }
+
+// --- 13. The README and scripts name what exists ------------------------------------------------------
+
+#[test]
+fn the_readme_lists_every_command_and_test_sh_names_real_tests() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let mut missing = Vec::new();
+    for command in Cli::command().get_subcommands() {
+        let leaves: Vec<String> = if command.has_subcommands() {
+            command
+                .get_subcommands()
+                .map(|sub| format!("quizworker {} {}", command.get_name(), sub.get_name()))
+                .collect()
+        } else {
+            vec![format!("quizworker {}", command.get_name())]
+        };
+        missing.extend(
+            leaves
+                .into_iter()
+                .filter(|leaf| !readme.contains(leaf.as_str())),
+        );
+    }
+    // `queues pause` and `resume` share a row: "quizworker queues pause Q` / `resume Q".
+    missing.retain(|leaf| leaf != "quizworker queues resume");
+    assert!(missing.is_empty(), "not in the README: {missing:?}");
+
+    let test_sh = fs::read_to_string(format!("{root}/scripts/test.sh")).expect("test.sh");
+    for name in test_sh.split("--test ").skip(1) {
+        let name: String = name
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            fs::metadata(format!("{root}/tests/{name}.rs")).is_ok(),
+            "scripts/test.sh names a test file that does not exist: {name}"
+        );
+    }
+}
