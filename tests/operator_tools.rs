@@ -547,6 +547,22 @@ async fn exit_codes_tell_usage_bad_input_and_outages_apart(pool: PgPool) {
         "could not connect to Postgres",
         "Postgres away",
     );
+    for (variable, url, says) in [
+        ("REDIS_URL", "redis://127.0.0.1:port", "invalid Redis URL"),
+        (
+            "DATABASE_URL",
+            "postgres://127.0.0.1:port/x",
+            "invalid Postgres URL",
+        ),
+    ] {
+        let output = env
+            .command()
+            .arg("queues")
+            .env(variable, url)
+            .output()
+            .expect("run quizworker");
+        assert_fails(&output, BAD_INPUT, says, url);
+    }
 }
 
 #[test]

@@ -117,5 +117,9 @@ async fn connect_postgres(config: &Config) -> anyhow::Result<PgPool> {
 }
 
 async fn connect_redis(config: &Config) -> anyhow::Result<RedisQueues> {
+    // A URL that does not parse is a setting to mend, not an outage.
+    redis::Client::open(config.redis.url.as_str())
+        .with_context(|| format!("invalid Redis URL {}", redacted(&config.redis.url)))
+        .bad_input()?;
     RedisQueues::connect(config).await.unreachable()
 }
