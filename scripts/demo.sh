@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Brings up Redis and PostgreSQL, builds quizworker, runs the daemon on a demo workload of
-# diagnostic jobs, shows the queues until the work is done, lists the jobs, and stops the
-# daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log.
+# diagnostic jobs, shows the queues until the work is done, lists the jobs, shows a completed
+# and a failed one, and stops the daemon with SIGTERM. The daemon's log goes to
+# target/demo-daemon.log. It ends by saying what to try next.
 #
 # The demo uses its own Redis key prefix (demo:) and, unless DATABASE_URL says otherwise, the
-# `quizworker` database, so it does not mix with the tests' data.
+# `quizworker` database, so it does not mix with the tests' data. When it succeeds it deletes
+# its Redis keys (the daemon is stopped, every job finished) and keeps the jobs' journal in
+# Postgres for you to look at; it says how to empty it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +21,13 @@ export QUIZWORKER_REDIS__PREFIX=demo:
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/quizworker}"
 
 say() { echo "demo: $*"; }
+
+# redis-cli on the daemon's Redis: REDIS_URL, else config.toml's 127.0.0.1:6379.
+REDIS_CLI=(redis-cli)
+if [[ -n ${REDIS_URL:-} ]]; then
+    REDIS_CLI=(redis-cli -u "$REDIS_URL")
+fi
+demo_keys() { "${REDIS_CLI[@]}" --scan --pattern "${QUIZWORKER_REDIS__PREFIX}*"; }
 
 DAEMON_PID=""
 stop_daemon() {
@@ -94,9 +104,11 @@ for _ in $(seq 200); do enqueue diag.noop; done
 say "enqueue 5 x diag.sleep (2 s each)"
 for _ in $(seq 5); do enqueue diag.sleep --payload '{"ms":2000}'; done
 say "enqueue 3 x diag.fail (fails twice, then succeeds)"
-for _ in $(seq 3); do enqueue diag.fail --payload '{"times":2}'; done
+for _ in $(seq 3); do
+    retried=$("$BIN" enqueue diag.fail --payload '{"times":2}')
+done
 say "enqueue 1 x diag.fail (permanent failure)"
-enqueue diag.fail --payload '{"permanent":true}'
+failed=$("$BIN" enqueue diag.fail --payload '{"permanent":true}')
 key="demo-$(date +%s)" # a new key each run: keys are kept, so an old one returns an old job
 say "enqueue diag.noop with --idempotency-key $key, twice"
 first=$("$BIN" enqueue diag.noop --idempotency-key "$key" 2>/dev/null)
@@ -148,6 +160,12 @@ echo "--- quizworker jobs list --limit 15"
 echo
 echo "--- quizworker jobs list --state failed"
 "$BIN" jobs list --state failed
+echo
+echo "--- quizworker jobs show $retried   (completed on its third attempt)"
+"$BIN" jobs show "$retried"
+echo
+echo "--- quizworker jobs show $failed   (failed at once: a permanent error)"
+"$BIN" jobs show "$failed"
 
 # --- stop ------------------------------------------------------------------------------------
 echo
@@ -159,4 +177,19 @@ if [[ $rc -ne 0 ]]; then
     say "the daemon exited with status $rc" >&2
     exit "$rc"
 fi
-say "done"
+
+# --- what it leaves, and what next ------------------------------------------------------------
+keys=$(demo_keys | wc -l)
+demo_keys | xargs -r -d '\n' -n 500 "${REDIS_CLI[@]}" unlink >/dev/null
+journaled=$(psql "$DATABASE_URL" -X -tAc 'select count(*) from jobs' 2>/dev/null || echo "?")
+echo
+say "done."
+say "Deleted: its $keys Redis keys (prefix ${QUIZWORKER_REDIS__PREFIX})."
+say "Left behind: $journaled jobs in the journal of $DATABASE_URL, to look at; to empty it:"
+say "  psql '$DATABASE_URL' -c 'TRUNCATE jobs, job_attempts'"
+say "What next (in $PWD), with the demo's environment:"
+say "  export QUIZWORKER_REDIS__PREFIX=${QUIZWORKER_REDIS__PREFIX} DATABASE_URL=$DATABASE_URL${REDIS_URL:+ REDIS_URL=$REDIS_URL}"
+say "  $BIN jobs show $retried      # the job that completed after two failed attempts"
+say "  $BIN jobs show $failed      # the job that failed"
+say "  $BIN jobs list --state failed; $BIN queues; $BIN --help"
+say "  The daemon's log: $LOG. Settings: config.toml (README, Configuration)."

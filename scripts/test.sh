@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command: brings up Redis and PostgreSQL (scripts/services.sh), then runs
 # every test of the workspace. Extra arguments go to `cargo test`, e.g.
-#   scripts/test.sh -- --nocapture      scripts/test.sh --test retries
+#   scripts/test.sh -- --nocapture      scripts/test.sh --test lifecycle
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,26 +1,33 @@
 //! The command line: `run` for the daemon, the rest for operators. Tables by default, `--json`
-//! for scripts; a non-zero exit code on any error.
+//! for scripts; times in UTC; an exit code per kind of failure (`EXIT_CODES`). Every flag and
+//! argument has a help text.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `--help` says of exit codes; `commands::failure::Failure` defines them.
+const EXIT_CODES: &str = "\
+Exit codes: 0 done; 1 failed (a check failed, no such job, ...); 2 usage (the command line is \
+wrong); 3 bad input (payload, kind, queue, state, score file, config file); 4 Redis or \
+Postgres unreachable or refused the login.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "quizworker",
     version,
-    about = "Background jobs for online test and quiz platforms"
+    about = "Background jobs for online test and quiz platforms",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// The configuration file; environment variables override it.
-    #[arg(
-        long,
-        global = true,
-        env = "QUIZWORKER_CONFIG",
-        default_value = "config.toml"
-    )]
-    pub config: PathBuf,
+    /// The configuration file (default: config.toml here, if there is one); environment
+    /// variables override it.
+    ///
+    /// Without this flag or QUIZWORKER_CONFIG, config.toml in the current directory is read if
+    /// it exists, else the defaults and the environment alone. A file named here must exist.
+    #[arg(long, global = true, env = "QUIZWORKER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Log lines for people, or one JSON object per line (journald, Loki).
     #[arg(long, global = true, env = "QUIZWORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -30,37 +37,47 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines for people.
     Human,
+    /// One JSON object per line.
     Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply pending database migrations.
+    /// Apply pending database migrations and say how many were applied.
     Migrate,
     /// Run the workers until SIGTERM or SIGINT.
     Run {
         /// Comma-separated queues to run (default: all).
-        #[arg(long)]
+        #[arg(long, value_name = "QUEUE,...")]
         queues: Option<String>,
     },
-    /// Check the configuration, Redis, Postgres and the migrations.
+    /// Check the configuration, Redis, Postgres, the migrations and the export directory, and
+    /// say which config file, database and Redis prefix were used.
     Check {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Put back in Redis the jobs the journal says are waiting but Redis lost, and say how many.
     Recover {
+        /// Print JSON instead of a sentence.
         #[arg(long)]
         json: bool,
     },
     /// Put a job on its queue and print its id.
+    #[command(after_help = kinds_help())]
     Enqueue(EnqueueArgs),
     /// Score an attempt offline from a file of `{"test": ..., "attempt": ...}` (docs/SCORING.md)
-    /// and print the result; needs neither Redis nor Postgres.
+    /// and print the result as JSON; needs neither Redis nor Postgres.
     Score {
         /// The file, or - for standard input.
         file: PathBuf,
+        /// Print errors as JSON on standard output too (`{"error": ..., "problems": [...]}`,
+        /// docs/SCORING.md), instead of a sentence on standard error.
+        #[arg(long)]
+        json: bool,
     },
     /// Run an export without the daemon (Postgres only): write the file into the export
     /// directory, or --out, and print what the job would record (path, size, SHA-256).
@@ -73,30 +90,42 @@ pub enum Command {
     Queues {
         #[command(subcommand)]
         action: Option<QueuesAction>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// The kinds `enqueue` knows, from the catalogue, for `enqueue --help`.
+fn kinds_help() -> String {
+    let mut help = String::from("Kinds (and the queue each runs on unless --queue says):\n");
+    for kind in quizworker_jobs::catalogue::KINDS {
+        help.push_str(&format!("  {:<26}{}\n", kind.name, kind.queue));
+    }
+    help.push_str("Payloads: docs/PROTOCOL.md (section 2), docs/SCORING.md, README (Exports).");
+    help
+}
+
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// The job kind, e.g. diag.sleep.
+    /// The job kind, e.g. diag.sleep (the list is below).
     pub kind: String,
     /// The payload as JSON.
-    #[arg(long, default_value = "{}")]
+    #[arg(long, default_value = "{}", value_name = "JSON")]
     pub payload: String,
     /// The queue (default: the kind's own).
     #[arg(long)]
     pub queue: Option<String>,
-    /// Run no sooner than this from now, e.g. 30s or 5m.
+    /// Run no sooner than this from now, e.g. 30s, 5m or 2h 30m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<Duration>,
     /// Enqueue at most once per key: a second enqueue returns the first job's id.
-    #[arg(long)]
+    #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
-    /// Override the queue's attempt limit.
-    #[arg(long)]
+    /// Override the queue's attempt limit (1 to 1000).
+    #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Print `{"id", "queue", "created"}` instead of the id alone.
     #[arg(long)]
     pub json: bool,
 }
@@ -105,9 +134,10 @@ pub struct EnqueueArgs {
 pub enum ExportCommand {
     /// A test's result sheet as CSV (the job `export.results_csv`).
     ResultsCsv {
+        /// The test's id.
         test_id: String,
         /// The directory to write into (default: `exports.directory` of the config).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// `,` `;` `|` or a tab.
         #[arg(long, default_value_t = ',')]
@@ -124,60 +154,77 @@ pub enum ExportCommand {
     },
     /// A finalized test's analytics report as PDF (the job `export.test_report_pdf`).
     TestReportPdf {
+        /// The test's id.
         test_id: String,
         /// The directory to write into (default: `exports.directory` of the config).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
     /// An attempt's A4 report card as PDF (the job `export.report_pdf`).
     ReportPdf {
+        /// The attempt's id.
         attempt_id: String,
         /// The directory to write into (default: `exports.directory` of the config).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// List jobs, newest first.
+    /// List jobs, newest first; times in UTC.
     List {
+        /// Only jobs in this state: scheduled, queued, running, retrying, completed, failed or
+        /// cancelled.
         #[arg(long)]
         state: Option<String>,
+        /// Only jobs of this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Only jobs of this kind.
         #[arg(long)]
         kind: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many jobs (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         limit: i64,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Show one job with its progress, attempts and errors.
+    /// Show one job with its progress, attempts and errors; times in UTC.
     Show {
+        /// The job's id (a ULID, as `enqueue` printed it).
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Retry failed or cancelled jobs: by id, or all that match --state/--queue/--kind.
     Retry {
+        /// The jobs' ids; or none, with --state for a bulk retry.
         ids: Vec<String>,
+        /// Bulk: the jobs in this state (failed or cancelled: only those are retried).
         #[arg(long)]
         state: Option<String>,
+        /// Bulk: only jobs of this queue.
         #[arg(long)]
         queue: Option<String>,
+        /// Bulk: only jobs of this kind.
         #[arg(long)]
         kind: Option<String>,
         /// Confirm a bulk retry (without it, only the count is shown).
         #[arg(long)]
         yes: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Cancel jobs that have not finished.
     Cancel {
+        /// The jobs' ids.
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -186,7 +233,13 @@ pub enum JobsCommand {
 #[derive(Debug, Subcommand)]
 pub enum QueuesAction {
     /// Stop every process from taking jobs of this queue; jobs keep arriving and wait.
-    Pause { queue: String },
+    Pause {
+        /// The queue: default, scoring, emails, exports, ai or indexing.
+        queue: String,
+    },
     /// Let processes take jobs of this queue again.
-    Resume { queue: String },
+    Resume {
+        /// The queue: default, scoring, emails, exports, ai or indexing.
+        queue: String,
+    },
 }

@@ -1,36 +1,78 @@
 //! `migrate`, `run` and `check`: bringing the daemon up and seeing that it can be.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{MIGRATOR, connect_postgres, output};
+use super::failure::{Mark, error_text};
+use super::output::{self, outln};
+use super::{MIGRATOR, connect_postgres, connect_redis, parse_queue};
 use crate::config::Config;
 use crate::families::Services;
 use crate::ops::health::Health;
+use crate::ops::redact::redacted;
 use crate::ops::{http, metrics, systemd};
 use crate::runtime::executor::Executor;
 use crate::runtime::journal::Journal;
 use crate::runtime::maintenance;
 use crate::runtime::pool;
 use crate::runtime::process::Process;
-use crate::runtime::queue::RedisQueues;
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
+    let pending = pending_migrations(&pool).await?;
     MIGRATOR
         .run(&pool)
         .await
         .context("could not apply migrations")?;
-    println!("migrations are current");
+    if pending.is_empty() {
+        outln!(
+            "applied 0 migrations: all {} were applied before",
+            MIGRATOR.iter().count()
+        )?;
+    } else {
+        outln!(
+            "applied {} migration(s): {}",
+            pending.len(),
+            pending.join(", ")
+        )?;
+    }
+    outln!("migrations are current")?;
     Ok(())
 }
 
+/// The migrations this binary has that the database has not applied, as "version description".
+async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let applied: Vec<i64> = match sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(applied) => applied,
+        // A database that never saw a migration has no table of them yet.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(e) => return Err(e).context("could not read the applied migrations"),
+    };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect())
+}
+
 pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
-    let queues = pool::select_queues(queues)?;
+    for name in queues.unwrap_or_default().split(',').map(str::trim) {
+        if !name.is_empty() {
+            parse_queue("--queues", name)?;
+        }
+    }
+    let queues = pool::select_queues(queues).bad_input()?;
     let config = Arc::new(config);
     let health = Arc::new(Health::default());
     let metrics_handle = metrics::install()?;
@@ -45,7 +87,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
             .await
             .context("could not apply migrations")?;
     }
-    let redis = RedisQueues::connect(&config).await?;
+    let redis = connect_redis(&config).await?;
     // The lease lasts as long as apalis waits before it takes a silent worker's jobs back.
     let process = Process::new(config.worker.heartbeat_interval * config.worker.missed_heartbeats);
     process
@@ -133,14 +175,14 @@ async fn shutdown_signal() {
 
 pub async fn recover(config: &Config, json: bool) -> anyhow::Result<()> {
     let pg = connect_postgres(config).await?;
-    let redis = RedisQueues::connect(config).await?;
+    let redis = connect_redis(config).await?;
     let Some(report) = maintenance::run_once(config, &pg, &redis, false).await? else {
         anyhow::bail!("another process is doing maintenance right now; try again in a moment");
     };
     if json {
         output::print_json(&report)
     } else {
-        println!("put {} job(s) back in Redis", report.recovered);
+        outln!("put {} job(s) back in Redis", report.recovered)?;
         Ok(())
     }
 }
@@ -152,47 +194,29 @@ struct CheckResult {
     detail: String,
 }
 
-pub async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
+/// Whether the daemon could run with these settings, and which settings they are: the config
+/// file, the database, the Redis prefix and the export directory it would use.
+pub async fn check(config: &Config, file: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let mut results = vec![CheckResult {
         check: "config",
         ok: true,
-        detail: "valid".to_owned(),
+        detail: match file {
+            Some(file) => format!(
+                "valid: file {}",
+                std::fs::canonicalize(file)
+                    .unwrap_or_else(|_| file.to_owned())
+                    .display()
+            ),
+            None => "valid: no file, the defaults and the environment".to_owned(),
+        },
     }];
-    let redis = async {
-        let mut conn = crate::runtime::queue::connect(config).await?;
-        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
-        anyhow::Ok(format!(
-            "{pong} from {}",
-            crate::runtime::queue::redacted(&config.redis.url)
-        ))
-    }
-    .await;
-    results.push(result("redis", redis));
-    let postgres = async {
-        let pool = connect_postgres(config).await?;
-        let version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&pool)
-            .await?;
-        let applied: Vec<i64> = sqlx::query_scalar(
-            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-        let missing: Vec<String> = MIGRATOR
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .map(|m| format!("{} {}", m.version, m.description))
-            .collect();
-        anyhow::Ok((version, missing))
-    }
-    .await;
-    match postgres {
+    results.push(result("redis", check_redis(config).await));
+    match check_postgres(config).await {
         Ok((version, missing)) => {
             results.push(CheckResult {
                 check: "postgres",
                 ok: true,
-                detail: format!("version {version}"),
+                detail: format!("version {version} at {}", redacted(&config.postgres.url)),
             });
             results.push(CheckResult {
                 check: "migrations",
@@ -204,8 +228,12 @@ pub async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
                 },
             });
         }
-        Err(e) => results.push(result("postgres", Err::<String, _>(e))),
+        Err(e) => results.push(result("postgres", Err(e))),
     }
+    results.push(result(
+        "exports",
+        check_export_directory(&config.exports.directory),
+    ));
 
     if json {
         output::print_json(&results)?;
@@ -214,11 +242,54 @@ pub async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
         for r in &results {
             table.add_row(vec![r.check, if r.ok { "yes" } else { "NO" }, &r.detail]);
         }
-        println!("{table}");
+        outln!("{table}")?;
     }
     let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.check).collect();
-    anyhow::ensure!(failed.is_empty(), "failed checks: {}", failed.join(", "));
-    Ok(())
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let error = anyhow::anyhow!("failed checks: {}", failed.join(", "));
+    // A service that does not answer is an outage, not a setting to mend: its own exit code.
+    if failed
+        .iter()
+        .any(|check| matches!(*check, "redis" | "postgres"))
+    {
+        Err(error).unreachable()
+    } else {
+        Err(error)
+    }
+}
+
+async fn check_redis(config: &Config) -> anyhow::Result<String> {
+    let mut conn = crate::runtime::queue::connect(config).await?;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+    Ok(format!(
+        "{pong} from {}, key prefix `{}`",
+        redacted(&config.redis.url),
+        config.redis.prefix
+    ))
+}
+
+/// The server's version and the migrations it lacks.
+async fn check_postgres(config: &Config) -> anyhow::Result<(String, Vec<String>)> {
+    let pool = connect_postgres(config).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
+    Ok((version, pending_migrations(&pool).await?))
+}
+
+/// The daemon writes exports into the directory, creating it if missing: do both now, so that
+/// a directory it cannot use shows here rather than in the first export job.
+fn check_export_directory(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(format!(".quizworker-check-{}", ulid::Ulid::new()));
+    std::fs::File::create_new(&probe)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    // The probe is empty and hidden, like an export under way; a failure to remove it is not
+    // the directory's.
+    let _ = std::fs::remove_file(&probe);
+    Ok(format!("{} is writable", dir.display()))
 }
 
 fn result(check: &'static str, outcome: anyhow::Result<String>) -> CheckResult {
@@ -231,7 +302,7 @@ fn result(check: &'static str, outcome: anyhow::Result<String>) -> CheckResult {
         Err(e) => CheckResult {
             check,
             ok: false,
-            detail: format!("{e:#}"),
+            detail: error_text(&e),
         },
     }
 }

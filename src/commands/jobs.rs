@@ -5,12 +5,15 @@ use quizworker_jobs::{Envelope, Queue};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{connect_postgres, output};
+use super::failure::{bad_input, excerpt, usage};
+use super::output::{self, outln};
+use super::{connect_postgres, connect_redis, parse_queue};
 use crate::cli::JobsCommand;
 use crate::config::Config;
 use crate::runtime::executor::MALFORMED_KIND;
 use crate::runtime::journal::JobState;
 use crate::runtime::journal::store::{self, JobFilter};
+use crate::runtime::journal::stored_json::StoredJson;
 use crate::runtime::queue::RedisQueues;
 
 pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()> {
@@ -46,14 +49,22 @@ fn filter(
     queue: Option<String>,
     kind: Option<String>,
 ) -> anyhow::Result<JobFilter> {
-    let state = state
-        .map(|s| s.parse::<JobState>())
-        .transpose()
-        .context("in --state")?;
+    let state = state.map(|s| parse_state(&s)).transpose()?;
     if let Some(queue) = &queue {
-        queue.parse::<Queue>().context("in --queue")?;
+        parse_queue("--queue", queue)?;
     }
     Ok(JobFilter { state, queue, kind })
+}
+
+fn parse_state(name: &str) -> anyhow::Result<JobState> {
+    name.parse::<JobState>().map_err(|_| {
+        let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        bad_input(format!(
+            "unknown job state {} in --state (states: {})",
+            excerpt(name),
+            known.join(", ")
+        ))
+    })
 }
 
 async fn list(config: &Config, filter: &JobFilter, limit: i64, json: bool) -> anyhow::Result<()> {
@@ -67,9 +78,9 @@ async fn list(config: &Config, filter: &JobFilter, limit: i64, json: bool) -> an
     ]);
     for job in &jobs {
         table.add_row(vec![
-            job.id.clone(),
-            job.queue.clone(),
-            job.kind.clone(),
+            output::text(&job.id),
+            output::text(&job.queue),
+            output::text(&job.kind),
             job.state.clone(),
             format!("{}/{}", job.attempts, job.max_attempts),
             format!("{}%", job.progress),
@@ -77,7 +88,7 @@ async fn list(config: &Config, filter: &JobFilter, limit: i64, json: bool) -> an
             output::cell(job.last_error.as_deref(), 60),
         ]);
     }
-    println!("{table}");
+    outln!("{table}")?;
     Ok(())
 }
 
@@ -92,34 +103,34 @@ async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
         value["attempt_history"] = serde_json::to_value(&attempts)?;
         return output::print_json(&value);
     }
-    println!("id           {}", job.id);
-    println!("kind         {}", job.kind);
-    println!("queue        {}", job.queue);
-    println!("state        {}", job.state);
-    println!("attempts     {} of {}", job.attempts, job.max_attempts);
-    println!(
+    outln!("id           {}", output::text(&job.id))?;
+    outln!("kind         {}", output::text(&job.kind))?;
+    outln!("queue        {}", output::text(&job.queue))?;
+    outln!("state        {}", job.state)?;
+    outln!("attempts     {} of {}", job.attempts, job.max_attempts)?;
+    outln!(
         "progress     {}%{}",
         job.progress,
         job.progress_message
             .as_deref()
-            .map(|m| format!(" ({m})"))
+            .map(|m| format!(" ({})", output::text(m)))
             .unwrap_or_default()
-    );
-    println!("created      {}", output::time(Some(job.created_at)));
+    )?;
+    outln!("created      {}", output::time(Some(job.created_at)))?;
     if job.scheduled_at.is_some() {
-        println!("next run     {}", output::time(job.scheduled_at));
+        outln!("next run     {}", output::time(job.scheduled_at))?;
     }
-    println!("last started {}", output::time(job.attempted_at));
-    println!("finished     {}", output::time(job.finished_at));
+    outln!("last started {}", output::time(job.attempted_at))?;
+    outln!("finished     {}", output::time(job.finished_at))?;
     if let Some(key) = &job.idempotency_key {
-        println!("idempotency  {key}");
+        outln!("idempotency  {}", output::text(key))?;
     }
     if let Some(error) = &job.last_error {
-        println!("error        {error}");
+        outln!("error        {}", output::text(error))?;
     }
-    println!("payload      {}", job.payload);
+    print_document("payload", &job.payload)?;
     if let Some(result) = &job.result {
-        println!("result       {result}");
+        print_document("result", result)?;
     }
     let mut table = output::table(&[
         "ATTEMPT", "WORKER", "STARTED", "DURATION", "OUTCOME", "ERROR",
@@ -127,7 +138,7 @@ async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     for a in &attempts {
         table.add_row(vec![
             a.attempt.to_string(),
-            a.worker.clone(),
+            output::text(&a.worker),
             output::time(Some(a.started_at)),
             a.duration_ms
                 .map(|ms| format!("{ms} ms"))
@@ -136,15 +147,28 @@ async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
             output::cell(a.error.as_deref(), 80),
         ]);
     }
-    println!("\n{table}");
+    outln!("\n{table}")?;
+    Ok(())
+}
+
+/// A payload or result on one line; one that serde_json cannot read as JSON is shown as the
+/// text stored, with why.
+fn print_document(label: &str, document: &StoredJson) -> anyhow::Result<()> {
+    outln!("{label:<13}{}", output::text(&document.to_string()))?;
+    if let Err(e) = document.value() {
+        outln!(
+            "{:<13}(the stored text: it is not readable as JSON here: {e})",
+            ""
+        )?;
+    }
     Ok(())
 }
 
 /// A job the journal does not know yet may still wait in Redis: it has not run.
 async fn show_waiting(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
-    let redis = RedisQueues::connect(config).await?;
+    let redis = connect_redis(config).await?;
     let Some((queue, envelope)) = find_in_redis(&redis, id).await? else {
-        bail!("no job with id {id}");
+        bail!("no job with id {}", excerpt(id));
     };
     let state = if envelope.run_at.is_some_and(|t| t > chrono::Utc::now()) {
         JobState::Scheduled
@@ -161,15 +185,15 @@ async fn show_waiting(config: &Config, id: &str, json: bool) -> anyhow::Result<(
             "finished_at": null, "attempt_history": [],
         }));
     }
-    println!("id           {id}");
-    println!("kind         {}", envelope.kind);
-    println!("queue        {queue}");
-    println!("state        {state} (waiting in Redis; it has not run yet)");
-    println!("created      {}", output::time(Some(envelope.created_at)));
+    outln!("id           {}", output::text(id))?;
+    outln!("kind         {}", output::text(&envelope.kind))?;
+    outln!("queue        {queue}")?;
+    outln!("state        {state} (waiting in Redis; it has not run yet)")?;
+    outln!("created      {}", output::time(Some(envelope.created_at)))?;
     if let Some(run_at) = envelope.run_at {
-        println!("runs at      {}", output::time(Some(run_at)));
+        outln!("runs at      {}", output::time(Some(run_at)))?;
     }
-    println!("payload      {}", envelope.payload);
+    outln!("payload      {}", output::text(envelope.payload.get()))?;
     Ok(())
 }
 
@@ -177,7 +201,7 @@ async fn find_in_redis(redis: &RedisQueues, id: &str) -> anyhow::Result<Option<(
     for queue in Queue::ALL {
         if let Some(raw) = redis.stored_job(queue, id).await? {
             let envelope = Envelope::decode(&raw)
-                .with_context(|| format!("job {id} in Redis is malformed"))?;
+                .with_context(|| format!("job {} in Redis is malformed", excerpt(id)))?;
             return Ok(Some((queue, envelope)));
         }
     }
@@ -205,16 +229,18 @@ async fn retry(
 ) -> anyhow::Result<()> {
     let bulk = filter.state.is_some() || filter.queue.is_some() || filter.kind.is_some();
     if ids.is_empty() != bulk {
-        bail!("give job ids, or --state (with --queue/--kind) for a bulk retry, not both");
+        return Err(usage(
+            "give job ids, or --state (with --queue/--kind) for a bulk retry, not both",
+        ));
     }
     let pool = connect_postgres(config).await?;
     let ids = if bulk {
         let matching = store::ids_matching(&pool, filter).await?;
         if !yes {
-            println!(
+            outln!(
                 "{} job(s) match; run again with --yes to retry them",
                 matching.len()
-            );
+            )?;
             return Ok(());
         }
         matching
@@ -222,7 +248,7 @@ async fn retry(
         ids
     };
 
-    let redis = RedisQueues::connect(config).await?;
+    let redis = connect_redis(config).await?;
     let mut report = RetryReport {
         retried: Vec::new(),
         skipped: Vec::new(),
@@ -264,9 +290,9 @@ async fn retry(
     if json {
         output::print_json(&report)?;
     } else {
-        println!("retried {} job(s)", report.retried.len());
+        outln!("retried {} job(s)", report.retried.len())?;
         for skipped in &report.skipped {
-            println!("skipped {}: {}", skipped.id, skipped.reason);
+            outln!("skipped {}: {}", output::text(&skipped.id), skipped.reason)?;
         }
     }
     if !bulk && report.retried.is_empty() {
@@ -277,7 +303,7 @@ async fn retry(
 
 async fn cancel(config: &Config, ids: &[String], json: bool) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
-    let redis = RedisQueues::connect(config).await?;
+    let redis = connect_redis(config).await?;
     let mut cancelled = Vec::new();
     let mut errors = Vec::new();
     for id in ids {
@@ -285,7 +311,7 @@ async fn cancel(config: &Config, ids: &[String], json: bool) -> anyhow::Result<(
             redis.remove_waiting(queue.parse()?, id).await?;
             cancelled.push(id.clone());
         } else if let Some(job) = store::get(&pool, id).await? {
-            errors.push(format!("job {id} is already {}", job.state));
+            errors.push(format!("job {} is already {}", excerpt(id), job.state));
         } else if let Some((queue, envelope)) = find_in_redis(&redis, id).await? {
             let max_attempts = envelope
                 .max_attempts
@@ -294,14 +320,14 @@ async fn cancel(config: &Config, ids: &[String], json: bool) -> anyhow::Result<(
             redis.remove_waiting(queue, id).await?;
             cancelled.push(id.clone());
         } else {
-            errors.push(format!("no job with id {id}"));
+            errors.push(format!("no job with id {}", excerpt(id)));
         }
     }
     if json {
         output::print_json(&json!({ "cancelled": cancelled, "errors": errors }))?;
     } else {
         for id in &cancelled {
-            println!("cancelled {id}");
+            outln!("cancelled {}", output::text(id))?;
         }
     }
     if !errors.is_empty() {

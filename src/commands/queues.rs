@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use quizworker_jobs::Queue;
 use serde::Serialize;
 
-use super::{connect_postgres, output};
+use super::output::{self, outln};
+use super::{connect_postgres, connect_redis, parse_queue};
 use crate::cli::QueuesAction;
 use crate::config::Config;
 use crate::runtime::journal::store;
@@ -32,21 +33,23 @@ pub async fn execute(
     action: Option<QueuesAction>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let redis = RedisQueues::connect(config).await?;
     match action {
         Some(QueuesAction::Pause { queue }) => {
-            let queue: Queue = queue.parse()?;
-            redis.set_paused(queue, true).await?;
-            println!("paused {queue}: running processes stop taking its jobs within a second");
+            let queue = parse_queue("queues pause", &queue)?;
+            connect_redis(config).await?.set_paused(queue, true).await?;
+            outln!("paused {queue}: running processes stop taking its jobs within a second")?;
             Ok(())
         }
         Some(QueuesAction::Resume { queue }) => {
-            let queue: Queue = queue.parse()?;
-            redis.set_paused(queue, false).await?;
-            println!("resumed {queue}");
+            let queue = parse_queue("queues resume", &queue)?;
+            connect_redis(config)
+                .await?
+                .set_paused(queue, false)
+                .await?;
+            outln!("resumed {queue}")?;
             Ok(())
         }
-        None => show(config, &redis, json).await,
+        None => show(config, &connect_redis(config).await?, json).await,
     }
 }
 
@@ -120,6 +123,6 @@ async fn show(config: &Config, redis: &RedisQueues, json: bool) -> anyhow::Resul
             if r.paused { "yes" } else { "no" }.to_string(),
         ]);
     }
-    println!("{table}");
+    outln!("{table}")?;
     Ok(())
 }

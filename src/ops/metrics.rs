@@ -4,8 +4,9 @@
 //! metric themselves. `/metrics` (`ops::http`) renders the recorder's handle.
 //!
 //! Label values come from closed sets only (queue names, the job catalogue's kinds, outcomes),
-//! so no producer can blow up the number of series: a job of an unknown kind is counted under
-//! the kind `(malformed)`.
+//! so no producer can blow up the number of series: a job whose envelope cannot be read is
+//! counted under the kind `(malformed)`, a job of a kind the catalogue does not know under
+//! `(unknown)` ([`kind_label`]).
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,9 @@ use ::metrics::{
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use quizworker_jobs::Queue;
+use quizworker_jobs::{Queue, catalogue};
 
+use crate::runtime::executor::MALFORMED_KIND;
 use crate::runtime::journal::Finish;
 use crate::runtime::queue::{RedisQueues, WaitingCounts};
 
@@ -114,6 +116,19 @@ fn describe() {
     );
 }
 
+/// The `kind` label of every kind the catalogue does not know.
+pub const UNKNOWN_KIND: &str = "(unknown)";
+
+/// The `kind` label of a job of kind `kind`: one of the catalogue's kinds, `(malformed)`, or
+/// `(unknown)` for any other name a producer sent.
+pub fn kind_label(kind: &str) -> &'static str {
+    match catalogue::kind(kind) {
+        Some(known) => known.name,
+        None if kind == MALFORMED_KIND => MALFORMED_KIND,
+        None => UNKNOWN_KIND,
+    }
+}
+
 fn outcome(finish: &Finish) -> &'static str {
     match finish {
         Finish::Completed { .. } => "completed",
@@ -128,7 +143,7 @@ fn outcome(finish: &Finish) -> &'static str {
 /// as `interrupted`.
 pub struct AttemptMetrics {
     queue: Queue,
-    kind: String,
+    kind: &'static str,
     started: Instant,
     ended: bool,
 }
@@ -137,7 +152,7 @@ impl AttemptMetrics {
     pub fn start(queue: Queue, kind: &str) -> AttemptMetrics {
         AttemptMetrics {
             queue,
-            kind: kind.to_owned(),
+            kind: kind_label(kind),
             started: Instant::now(),
             ended: false,
         }
@@ -149,11 +164,10 @@ impl AttemptMetrics {
 
     fn record(&mut self, outcome: &'static str) {
         self.ended = true;
-        let (queue, kind) = (self.queue.name(), self.kind.clone());
-        histogram!(JOB_DURATION, "queue" => queue, "kind" => kind.clone())
-            .record(self.started.elapsed());
+        let (queue, kind) = (self.queue.name(), self.kind);
+        histogram!(JOB_DURATION, "queue" => queue, "kind" => kind).record(self.started.elapsed());
         if outcome == "retrying" {
-            counter!(JOB_RETRIES, "queue" => queue, "kind" => kind.clone()).increment(1);
+            counter!(JOB_RETRIES, "queue" => queue, "kind" => kind).increment(1);
         }
         counter!(JOBS_FINISHED, "queue" => queue, "kind" => kind, "outcome" => outcome)
             .increment(1);
@@ -171,7 +185,7 @@ impl Drop for AttemptMetrics {
 /// A job that failed without its handler running: a malformed envelope, or an attempt over
 /// the limit after crashes.
 pub fn failed_without_running(queue: Queue, kind: &str) {
-    counter!(JOBS_FINISHED, "queue" => queue.name(), "kind" => kind.to_owned(), "outcome" => "failed")
+    counter!(JOBS_FINISHED, "queue" => queue.name(), "kind" => kind_label(kind), "outcome" => "failed")
         .increment(1);
 }
 
@@ -256,6 +270,10 @@ mod tests {
             });
             drop(AttemptMetrics::start(Queue::Scoring, "score.attempt"));
             failed_without_running(Queue::Default, "(malformed)");
+            AttemptMetrics::start(Queue::Default, "made.up.1").end(&Finish::Failed {
+                error: "unknown job kind".into(),
+            });
+            failed_without_running(Queue::Default, "made.up.2");
         });
         let text = handle.render();
         for line in [
@@ -263,10 +281,15 @@ mod tests {
             r#"quizworker_jobs_finished_total{queue="default",kind="diag.fail",outcome="retrying"} 1"#,
             r#"quizworker_jobs_finished_total{queue="scoring",kind="score.attempt",outcome="interrupted"} 1"#,
             r#"quizworker_jobs_finished_total{queue="default",kind="(malformed)",outcome="failed"} 1"#,
+            r#"quizworker_jobs_finished_total{queue="default",kind="(unknown)",outcome="failed"} 2"#,
             r#"quizworker_job_retries_total{queue="default",kind="diag.fail"} 1"#,
             r#"quizworker_job_duration_seconds_count{queue="default",kind="diag.noop"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
+        assert!(
+            !text.contains("made.up"),
+            "a producer's kind became a label:\n{text}"
+        );
     }
 }

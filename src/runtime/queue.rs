@@ -531,34 +531,5 @@ pub async fn connect(config: &Config) -> anyhow::Result<ConnectionManager> {
         })
 }
 
-/// A URL fit for a log line: the password, if any, replaced.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn passwords_never_reach_a_log_line() {
-        assert_eq!(
-            redacted("redis://:s3cret@127.0.0.1:6379"),
-            "redis://:***@127.0.0.1:6379"
-        );
-        assert_eq!(
-            redacted("postgres://app:pa:ss@db/quiz"),
-            "postgres://app:***@db/quiz"
-        );
-        assert_eq!(redacted("redis://127.0.0.1"), "redis://127.0.0.1");
-    }
-}
+/// A URL fit for a log line (the one place that masks credentials is `ops::redact`).
+pub use crate::ops::redact::redacted;

@@ -414,3 +414,47 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Each test leaves Redis as it found it: every key it made is under its own prefix, and goes
+/// when its environment does (after its daemons, which are declared later and dropped first).
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // A test's own Redis may be gone already: then there is nothing to clean.
+        let _ = delete_keys(&self.redis_url, &self.prefix);
+    }
+}
+
+/// Deletes every key that starts with `prefix` and returns how many there were.
+pub fn delete_keys(redis_url: &str, prefix: &str) -> redis::RedisResult<usize> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let keys = keys_with_prefix(&mut conn, prefix)?;
+    for chunk in keys.chunks(500) {
+        redis::cmd("UNLINK").arg(chunk).exec(&mut conn)?;
+    }
+    Ok(keys.len())
+}
+
+/// Every key that starts with `prefix` (a test's prefix has no glob characters).
+pub fn keys_with_prefix(
+    conn: &mut redis::Connection,
+    prefix: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}

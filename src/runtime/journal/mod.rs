@@ -2,6 +2,7 @@
 //! `store` answers the operator's questions and makes their changes (retry, cancel).
 
 pub mod store;
+pub mod stored_json;
 pub mod writer;
 
 use std::fmt;

@@ -5,10 +5,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use quizworker_jobs::{ENVELOPE_VERSION, Envelope, Queue};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::PgPool;
 
 use super::JobState;
+use super::stored_json::StoredJson;
 
 /// A job as the CLI shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -23,8 +23,8 @@ pub struct JobRow {
     pub progress_message: Option<String>,
     #[serde(rename = "error")]
     pub last_error: Option<String>,
-    pub result: Option<Value>,
-    pub payload: Value,
+    pub result: Option<StoredJson>,
+    pub payload: StoredJson,
     pub idempotency_key: Option<String>,
     pub worker: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -44,7 +44,7 @@ impl JobRow {
                 .parse()
                 .with_context(|| format!("job id {} is not a ULID", self.id))?,
             kind: self.kind.clone(),
-            payload: serde_json::value::to_raw_value(&self.payload)?,
+            payload: self.payload.raw().to_owned(),
             created_at: self.created_at,
             idempotency_key: self.idempotency_key.clone(),
             max_attempts: u32::try_from(self.max_attempts).ok(),
