@@ -88,18 +88,6 @@ async fn score_all(env: &TestEnv, test_id: &str) {
     env.wait_for_state(&id, "completed").await;
 }
 
-fn exports_dir(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("exports")
-}
-
-fn spawn(env: &TestEnv) -> common::Daemon {
-    let dir = exports_dir(env);
-    env.spawn_daemon_with(
-        &[],
-        &[("QUIZWORKER_EXPORTS__DIRECTORY", dir.to_str().unwrap())],
-    )
-}
-
 /// What OWASP's neutralising makes of a text cell.
 fn neutralised(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) {
@@ -156,7 +144,7 @@ async fn stored(env: &TestEnv, test_id: &str) -> Vec<Stored> {
 #[sqlx::test]
 async fn a_results_sheet_reads_back_as_the_stored_results(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = spawn(&env);
+    let _daemon = env.spawn_daemon_with_exports();
     score_all(&env, "mock-1").await;
 
     let payload = json!({"test_id": "mock-1",
@@ -166,7 +154,7 @@ async fn a_results_sheet_reads_back_as_the_stored_results(pool: PgPool) {
     assert_eq!(job.progress, 100);
     let result = job.result.unwrap();
     assert_eq!(result["rows"], CANDIDATES.len());
-    let bytes = check_file(&result, &exports_dir(&env));
+    let bytes = check_file(&result, &env.exports_dir());
     let text = std::str::from_utf8(&bytes).unwrap();
     let text = text.strip_prefix('\u{feff}').expect("a byte-order mark");
     assert!(text.ends_with("\r\n"), "RFC 4180 line ends");
@@ -251,7 +239,7 @@ async fn a_results_sheet_reads_back_as_the_stored_results(pool: PgPool) {
 #[sqlx::test]
 async fn an_unknown_test_fails_at_once_and_no_test_id_escapes_the_directory(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = spawn(&env);
+    let _daemon = env.spawn_daemon_with_exports();
 
     let id = env.enqueue("export.results_csv", r#"{"test_id": "no-such-test"}"#, &[]);
     let job = env.wait_for_state(&id, "failed").await;
@@ -273,7 +261,7 @@ async fn an_unknown_test_fails_at_once_and_no_test_id_escapes_the_directory(pool
     let mut paths = Vec::new();
     for id in [first, second] {
         let result = env.wait_for_state(&id, "completed").await.result.unwrap();
-        check_file(&result, &exports_dir(&env));
+        check_file(&result, &env.exports_dir());
         paths.push(result["path"].as_str().unwrap().to_owned());
     }
     assert_ne!(paths[0], paths[1], "two exports never share a file");
@@ -287,7 +275,7 @@ async fn an_unknown_test_fails_at_once_and_no_test_id_escapes_the_directory(pool
         "files outside the directory: {outside:?}"
     );
     assert!(!env.dir.path().join("escaped").exists());
-    let inside = std::fs::read_dir(exports_dir(&env)).unwrap().count();
+    let inside = std::fs::read_dir(env.exports_dir()).unwrap().count();
     assert_eq!(inside, 2, "no temporary file is left behind");
 }
 
@@ -295,7 +283,7 @@ async fn an_unknown_test_fails_at_once_and_no_test_id_escapes_the_directory(pool
 async fn the_command_line_exports_without_the_daemon(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     {
-        let _daemon = spawn(&env);
+        let _daemon = env.spawn_daemon_with_exports();
         score_all(&env, "mock-cli").await;
     }
     let out = env.dir.path().join("by-hand");
@@ -355,7 +343,7 @@ async fn report_card(env: &TestEnv, attempt_id: &str) -> (Value, String) {
     let payload = json!({"attempt_id": attempt_id}).to_string();
     let id = env.enqueue("export.report_pdf", &payload, &[]);
     let result = env.wait_for_state(&id, "completed").await.result.unwrap();
-    check_file(&result, &exports_dir(env));
+    check_file(&result, &env.exports_dir());
     let path = result["path"].as_str().unwrap();
     tool("qpdf", &["--check", path]);
     let text = tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
@@ -365,7 +353,7 @@ async fn report_card(env: &TestEnv, attempt_id: &str) -> (Value, String) {
 #[sqlx::test]
 async fn report_cards_print_names_in_any_script_and_every_question(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = spawn(&env);
+    let _daemon = env.spawn_daemon_with_exports();
     score_all(&env, "mock-pdf").await;
     let stored = stored(&env, "mock-pdf").await;
 
@@ -418,7 +406,7 @@ async fn report_cards_print_names_in_any_script_and_every_question(pool: PgPool)
 #[sqlx::test]
 async fn a_long_report_card_repeats_its_table_header_on_every_page(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = spawn(&env);
+    let _daemon = env.spawn_daemon_with_exports();
     let questions: Vec<Value> = (1..=150)
         .map(|i| json!({"id": format!("q{i:03}"), "type": "mcq", "answer": "A"}))
         .collect();
@@ -462,13 +450,13 @@ async fn a_long_report_card_repeats_its_table_header_on_every_page(pool: PgPool)
 #[sqlx::test]
 async fn a_test_report_shows_the_distribution_sections_and_extreme_questions(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = spawn(&env);
+    let _daemon = env.spawn_daemon_with_exports();
     score_all(&env, "mock-report").await;
 
     let payload = json!({"test_id": "mock-report"}).to_string();
     let id = env.enqueue("export.test_report_pdf", &payload, &[]);
     let result = env.wait_for_state(&id, "completed").await.result.unwrap();
-    check_file(&result, &exports_dir(&env));
+    check_file(&result, &env.exports_dir());
     let path = result["path"].as_str().unwrap();
     tool("qpdf", &["--check", path]);
     let text = tool("pdftotext", &["-enc", "UTF-8", path, "-"]);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, TestEnv};
@@ -14,18 +13,6 @@ use sqlx::PgPool;
 
 /// The most an error may be that quotes a large input: the input named, not copied.
 const SHORT_ERROR: usize = 700;
-
-fn exports_dir(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("exports")
-}
-
-fn spawn(env: &TestEnv) -> common::Daemon {
-    let dir = exports_dir(env);
-    env.spawn_daemon_with(
-        &[],
-        &[("QUIZWORKER_EXPORTS__DIRECTORY", dir.to_str().unwrap())],
-    )
-}
 
 /// Runs the protocol's enqueue script, as any producer does.
 async fn enqueue_script(
@@ -97,7 +84,7 @@ async fn wait_until_trimmed(env: &TestEnv, queue: &str, id: &str) {
 #[sqlx::test]
 async fn a_test_report_of_marks_a_trillion_apart_is_drawn_and_the_daemon_lives(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let mut daemon = spawn(&env);
+    let mut daemon = env.spawn_daemon_with_exports();
     // Valid marking, if harsh: one wrong answer costs a trillion marks.
     let test = json!({
         "test_id": "harsh", "key_version": 1, "title": "Harsh mock",
@@ -231,7 +218,7 @@ async fn jobs_over_a_limit_fail_at_once_naming_the_limit_and_its_value(pool: PgP
 #[sqlx::test]
 async fn errors_quote_only_a_short_part_of_a_large_bad_input(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let daemon = spawn(&env);
+    let daemon = env.spawn_daemon_with_exports();
     let big = "9".repeat(800_000);
     let test = json!({
         "test_id": "quiz", "key_version": 1, "marking": {"correct": 1},

@@ -162,6 +162,18 @@ impl TestEnv {
         self.spawn_daemon_with(args, &[])
     }
 
+    /// Where this test's daemons write exports: a folder of the test's own.
+    pub fn exports_dir(&self) -> PathBuf {
+        self.dir.path().join("exports")
+    }
+
+    /// Starts `quizworker run` writing exports into [`TestEnv::exports_dir`].
+    pub fn spawn_daemon_with_exports(&self) -> Daemon {
+        let dir = self.exports_dir();
+        let dir = dir.to_str().expect("the temp dir's path is UTF-8");
+        self.spawn_daemon_with(&[], &[("QUIZWORKER_EXPORTS__DIRECTORY", dir)])
+    }
+
     /// Starts `quizworker run` with extra environment (say, a proxy's address for a service).
     pub fn spawn_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self
