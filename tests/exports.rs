@@ -322,21 +322,6 @@ async fn the_command_line_exports_without_the_daemon(pool: PgPool) {
     assert!(stderr.contains("unknown test `nope`"), "{stderr}");
 }
 
-/// Runs a tool of poppler-utils or qpdf on a file and returns its standard output.
-fn tool(program: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs (scripts/services.sh installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
 /// Exports an attempt's report card, checks the file is a sound PDF, and returns the job's
 /// result and the PDF's text.
 async fn report_card(env: &TestEnv, attempt_id: &str) -> (Value, String) {
@@ -345,8 +330,8 @@ async fn report_card(env: &TestEnv, attempt_id: &str) -> (Value, String) {
     let result = env.wait_for_state(&id, "completed").await.result.unwrap();
     check_file(&result, &env.exports_dir());
     let path = result["path"].as_str().unwrap();
-    tool("qpdf", &["--check", path]);
-    let text = tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
+    common::tool("qpdf", &["--check", path]);
+    let text = common::tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
     (result, text)
 }
 
@@ -458,8 +443,8 @@ async fn a_test_report_shows_the_distribution_sections_and_extreme_questions(poo
     let result = env.wait_for_state(&id, "completed").await.result.unwrap();
     check_file(&result, &env.exports_dir());
     let path = result["path"].as_str().unwrap();
-    tool("qpdf", &["--check", path]);
-    let text = tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
+    common::tool("qpdf", &["--check", path]);
+    let text = common::tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
     let (statistics,): (Value,) =
         sqlx::query_as("SELECT statistics FROM score_test_reports WHERE test_id = 'mock-report'")
             .fetch_one(&env.pool)

@@ -38,19 +38,6 @@ fn new_id() -> String {
     ulid::Ulid::new().to_string()
 }
 
-fn tool(program: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs (scripts/services.sh installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
 async fn journaled_kind_and_payload_bytes(env: &TestEnv, id: &str) -> (String, i32) {
     sqlx::query_as("SELECT kind, length(payload::text) FROM jobs WHERE id = $1")
         .bind(id)
@@ -111,8 +98,8 @@ async fn a_test_report_of_marks_a_trillion_apart_is_drawn_and_the_daemon_lives(p
     let job = env.wait_for_state(&report, "completed").await;
     let result = job.result.expect("a result");
     let path = result["path"].as_str().expect("a path");
-    tool("qpdf", &["--check", path]);
-    let text = tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
+    common::tool("qpdf", &["--check", path]);
+    let text = common::tool("pdftotext", &["-enc", "UTF-8", path, "-"]);
     for expected in ["Score distribution", "-1000000000000.00", "-1e12"] {
         assert!(text.contains(expected), "no {expected:?} in\n{text}");
     }

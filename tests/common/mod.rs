@@ -327,6 +327,21 @@ pub struct AttemptRow {
     pub worker: String,
 }
 
+/// Runs a tool of poppler-utils or qpdf on a file and returns its standard output.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (scripts/services.sh installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
 /// GET over plain HTTP/1.1 (the daemon's health and metrics server): the status and the body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::Write;
