@@ -126,24 +126,7 @@ async fn recover(
         if missing.is_empty() {
             continue;
         }
-        // Only jobs unchanged since the journal was read, held until pushed: a job that a
-        // retry pushes meanwhile, or that a worker took and ended, is not pushed again.
-        let mut tx = pg.begin().await?;
-        let unchanged: HashSet<String> = store::lock_unchanged(&mut tx, &missing)
-            .await?
-            .into_iter()
-            .collect();
-        for candidate in missing.iter().filter(|c| unchanged.contains(&c.job.id)) {
-            let job = &candidate.job;
-            let (queue, envelope) = job.envelope()?;
-            let run_at = match job.state.as_str() {
-                "scheduled" | "retrying" => job.scheduled_at,
-                _ => None,
-            };
-            redis.requeue(queue, &envelope, run_at).await?;
-            recovered += 1;
-        }
-        tx.commit().await?;
+        recovered += push_unchanged(pg, redis, &missing).await?;
     }
     if recovered > 0 {
         tracing::warn!(%queue, recovered, "put back in Redis jobs it had lost");
@@ -195,21 +178,43 @@ async fn put_back_if_orphaned(
         return Ok(Watch::StillRunning);
     }
     let job = &watched.candidate.job;
-    let (queue, envelope) = job.envelope()?;
+    let queue: Queue = job.queue.parse()?;
     if job.state != "running" || redis.holds(queue, id).await? {
         // Ended, or in Redis to be delivered again: nothing to put back.
         return Ok(Watch::Over);
     }
-    let mut tx = pg.begin().await?;
-    if !store::lock_unchanged(&mut tx, &[&watched.candidate])
-        .await?
-        .is_empty()
-    {
-        redis.requeue(queue, &envelope, None).await?;
+    if push_unchanged(pg, redis, &[&watched.candidate]).await? > 0 {
         tracing::warn!(job = %id, %queue, "put back in Redis a job whose process died while it ran");
     }
-    tx.commit().await?;
     Ok(Watch::Over)
+}
+
+/// Pushes back those of `candidates` unchanged since the journal was read, each held locked
+/// until pushed: a job that a retry pushes meanwhile, or that a worker took and ended, is not
+/// pushed again. Returns how many it pushed.
+async fn push_unchanged(
+    pg: &PgPool,
+    redis: &RedisQueues,
+    candidates: &[&store::RecoveryCandidate],
+) -> anyhow::Result<u64> {
+    let mut tx = pg.begin().await?;
+    let unchanged: HashSet<String> = store::lock_unchanged(&mut tx, candidates)
+        .await?
+        .into_iter()
+        .collect();
+    let mut pushed = 0;
+    for candidate in candidates.iter().filter(|c| unchanged.contains(&c.job.id)) {
+        let job = &candidate.job;
+        let (queue, envelope) = job.envelope()?;
+        let run_at = match job.state.as_str() {
+            "scheduled" | "retrying" => job.scheduled_at,
+            _ => None,
+        };
+        redis.requeue(queue, &envelope, run_at).await?;
+        pushed += 1;
+    }
+    tx.commit().await?;
+    Ok(pushed)
 }
 
 /// Empties apalis' set of acknowledged ids, dropping the payload and metadata of the jobs
