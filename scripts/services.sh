@@ -3,8 +3,9 @@
 # user `postgres` without a password, databases `test` and `quizworker`), plus the Python
 # `redis` package the integration tests use, and `systemd-analyze` (Debian's `systemd` package;
 # the tests check the unit file with it; nothing is started through systemd), and for the export
-# tests poppler-utils, qpdf and the fonts of config.toml's [exports]. Idempotent: a
-# quick no-op when all is already up.
+# tests poppler-utils, qpdf and the fonts of config.toml's [exports], and for the email tests
+# Debian's python3-aiosmtpd (tests/smtp_sink.py, a real SMTP server run by /usr/bin/python3).
+# Idempotent: a quick no-op when all is already up.
 # Made for Debian 12 as root, without systemd (services are started directly).
 set -euo pipefail
 
@@ -76,10 +77,15 @@ fi
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 [[ -f /usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf ]] || missing+=(fonts-lohit-deva)
 [[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
+# The email tests' SMTP server (tests/smtp_sink.py) runs on Debian's own interpreter, which
+# takes its packages from apt (the `python3` on PATH may be another one).
+if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    missing+=(python3-aiosmtpd)
+fi
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 else
-    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts: installed"
+    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts, aiosmtpd: installed"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
+mod smtp;
+#[allow(unused_imports)] // each test file uses a different part of the harness
+pub use smtp::{Attachment, ReceivedMessage, Rule, SmtpSink, SmtpSinkOptions, Stage, message_to};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 
 /// How long any wait in a test may take before the test fails.
