@@ -33,6 +33,8 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::exports::ExportResultsCsv>(),
     Kind::of::<crate::exports::ExportReportPdf>(),
     Kind::of::<crate::exports::ExportTestReportPdf>(),
+    Kind::of::<crate::email::EmailSend>(),
+    Kind::of::<crate::email::EmailBulk>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

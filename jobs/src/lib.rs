@@ -3,12 +3,13 @@
 //! tier can depend on this crate to build jobs that the daemon will accept.
 //!
 //! One module per job family, holding its payloads and its pure logic: [`diag`], [`scoring`],
-//! [`exports`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
+//! [`exports`], [`email`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
 //! every kind is [`catalogue`]; the wire format is [`envelope`], and what the daemon accepts of a
 //! job is [`limits`].
 
 pub mod catalogue;
 pub mod diag;
+pub mod email;
 pub mod envelope;
 pub mod exports;
 pub mod limits;
