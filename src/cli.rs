@@ -83,6 +83,9 @@ pub enum Command {
     /// directory, or --out, and print what the job would record (path, size, SHA-256).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Preview email templates offline; see what was sent; the suppression list.
+    #[command(subcommand)]
+    Email(EmailCommand),
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -168,6 +171,55 @@ pub enum ExportCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmailCommand {
+    /// Render a template as a send would (subject, text and HTML) and print it; needs neither
+    /// Redis, Postgres nor an SMTP server.
+    Preview {
+        /// The template's name, e.g. result-ready.
+        template: String,
+        /// A JSON file with the template's variables (`vars` of the payload); - for standard
+        /// input. Without it the template gets none, and the error lists what it needs.
+        #[arg(long, value_name = "FILE")]
+        vars: Option<PathBuf>,
+        /// The locale, e.g. hi (default: `email.default_locale`).
+        #[arg(long)]
+        locale: Option<String>,
+        /// The templates directory (default: `email.templates` of the config).
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
+        /// Print `{"variant", "subject", "text", "html"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each message of an email job: its address, status (queued, sending, sent, failed,
+    /// suppressed), Message-ID and the server's reply.
+    Deliveries {
+        /// The email job's id.
+        job_id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The addresses no email job sends to: hard bounces, and those added here.
+    #[command(subcommand)]
+    Suppressions(SuppressionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsCommand {
+    /// Every suppressed address, oldest first, with why.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending to an address (e.g. after an unsubscribe or a complaint).
+    Add { address: String },
+    /// Send to an address again (e.g. the mailbox exists again).
+    Remove { address: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub maintenance: MaintenanceConfig,
     pub exports: ExportsConfig,
+    pub email: EmailConfig,
     /// What a job may be (size, kind, nesting) before the daemon reads it; one over a limit
     /// fails at once, its error naming the limit (`quizworker_jobs::Limits`).
     pub limits: Limits,
@@ -123,6 +124,80 @@ pub struct ExportsConfig {
     pub fonts: Vec<PathBuf>,
 }
 
+/// The `email.*` jobs: templates, the sender, limits, and the SMTP server they go through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The templates directory (docs/EMAIL.md): read when the daemon starts.
+    pub templates: PathBuf,
+    /// The locale of a template folder without a locale suffix.
+    pub default_locale: String,
+    /// The sender, as `Name <address>` or an address.
+    pub from: String,
+    /// The domain of every `Message-ID`; empty: the domain of `from`.
+    pub message_id_domain: String,
+    /// Recipients of one `email.bulk` job at most.
+    pub max_bulk_recipients: usize,
+    /// Addresses of one `email.send` (to, cc and bcc together) at most.
+    pub max_message_recipients: usize,
+    /// Bytes of one message's attachments together at most.
+    pub max_attachment_bytes: u64,
+    /// Messages of one `email.bulk` job in flight at once.
+    pub bulk_concurrency: usize,
+    /// A bulk message's one-click unsubscribe link (RFC 8058): `{email}` and `{job}` are
+    /// replaced, percent-encoded. Empty: bulk mail carries no `List-Unsubscribe`.
+    pub unsubscribe_url: String,
+    pub smtp: SmtpConfig,
+    /// DKIM signing of every message; absent: unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimConfig>,
+}
+
+/// The SMTP server. Its user name and password come from the environment (`SMTP_USERNAME`,
+/// `SMTP_PASSWORD`), never from this file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// One SMTP command (connect, each reply) slower than this fails the send (transient).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connections kept open to the server by one process.
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: only for a relay on the same host or network (port 25).
+    Plain,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The signing domain (`d=`), whose DNS publishes the public key.
+    pub domain: String,
+    /// The selector (`s=`): the key's record is `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// A PEM private key: RSA (PKCS#1) or Ed25519.
+    pub key_file: PathBuf,
+    pub algorithm: DkimAlgorithm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -202,6 +277,25 @@ impl Default for Config {
                 ]
                 .map(PathBuf::from)
                 .into(),
+            },
+            email: EmailConfig {
+                templates: "/etc/quizworker/templates".into(),
+                default_locale: "en".into(),
+                from: "quizworker <quizworker@localhost>".into(),
+                message_id_domain: String::new(),
+                max_bulk_recipients: 10_000,
+                max_message_recipients: 50,
+                max_attachment_bytes: 10 * 1024 * 1024,
+                bulk_concurrency: 8,
+                unsubscribe_url: String::new(),
+                smtp: SmtpConfig {
+                    host: "127.0.0.1".into(),
+                    port: 25,
+                    security: SmtpSecurity::Plain,
+                    timeout: Duration::from_secs(30),
+                    pool_size: 8,
+                },
+                dkim: None,
             },
             limits: Limits::default(),
             queues: BTreeMap::from([
@@ -291,7 +385,34 @@ impl Config {
         if self.journal.max_batch == 0 {
             bail!("journal.max_batch must be at least 1");
         }
+        self.validate_email()?;
         self.validate_limits()
+    }
+
+    fn validate_email(&self) -> anyhow::Result<()> {
+        let email = &self.email;
+        quizworker_jobs::email::templates::check_locale(&email.default_locale)
+            .context("email.default_locale")?;
+        email
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .with_context(|| format!("email.from `{}` is not an address", email.from))?;
+        if email.max_bulk_recipients == 0 || email.max_message_recipients == 0 {
+            bail!("email.max_bulk_recipients and email.max_message_recipients must be at least 1");
+        }
+        if email.bulk_concurrency == 0 || email.smtp.pool_size == 0 {
+            bail!("email.bulk_concurrency and email.smtp.pool_size must be at least 1");
+        }
+        if email.smtp.timeout.is_zero() {
+            bail!("email.smtp.timeout must be more than 0s");
+        }
+        if !email.unsubscribe_url.is_empty() && !email.unsubscribe_url.starts_with("https://") {
+            bail!(
+                "email.unsubscribe_url must be an https:// URL (RFC 8058), got `{}`",
+                email.unsubscribe_url
+            );
+        }
+        Ok(())
     }
 
     fn validate_limits(&self) -> anyhow::Result<()> {

@@ -106,6 +106,8 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         redis.clone(),
     ));
     let services = Services {
+        email: crate::families::email::EmailService::new(&config)?,
+        stopping: stopping.clone(),
         tests: Default::default(),
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),
         pg: pg.clone(),

@@ -2,6 +2,7 @@
 //! command that fails ends (its exit code, its message).
 
 mod daemon;
+mod email;
 mod enqueue;
 mod export;
 pub mod failure;
@@ -44,6 +45,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => enqueue::enqueue(&config, args).await,
         Command::Score { .. } => unreachable!("handled above"),
         Command::Export(command) => export::execute(&config, command).await,
+        Command::Email(command) => email::execute(&config, command).await,
         Command::Jobs(command) => jobs::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,
     }

@@ -1,9 +1,10 @@
-//! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`), each
+//! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`, `email`), each
 //! holding its handler, its Postgres store and its clients, and [`dispatch`], the one place
 //! that maps a kind to its handler. A handler sees a typed payload, a [`JobContext`] and the
 //! [`Services`], never Redis or the journal's tables. Adding a family: docs/ARCHITECTURE.md.
 
 mod diag;
+pub mod email;
 pub mod exports;
 pub mod scoring;
 
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
+use quizworker_jobs::email::{EmailBulk, EmailSend};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
 use quizworker_jobs::scoring::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
@@ -101,6 +103,12 @@ pub struct Services {
     pub tests: PreparedTests,
     /// Stores `score.attempt` results in batches.
     pub scores: ScoreWriter,
+    /// Templates, the SMTP transport and the limits of the `email.*` jobs.
+    pub email: email::EmailService,
+    /// Cancelled when the process begins to shut down: a handler of many small steps (a bulk
+    /// email) starts no new step, finishes those under way and returns, so nothing is cut off
+    /// mid-send when the shutdown timeout runs out.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Runs the handler of the envelope's kind.
@@ -138,6 +146,8 @@ pub async fn dispatch(
             let dir = ExportDir::new(&services.exports.directory);
             exports::test_report_pdf(envelope.payload_as()?, pg, &dir, &services.fonts).await
         }
+        EmailSend::KIND => email::send(envelope.payload_as()?, ctx, services).await,
+        EmailBulk::KIND => email::bulk(envelope.payload_as()?, ctx, services).await,
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }

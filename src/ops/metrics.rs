@@ -40,6 +40,12 @@ pub const JOURNAL_WRITE_LAG: &str = "quizworker_journal_write_lag_seconds";
 pub const JOURNAL_BATCH_SIZE: &str = "quizworker_journal_batch_size";
 /// Workers that died and were replaced, by `queue`.
 pub const WORKER_RESTARTS: &str = "quizworker_worker_restarts_total";
+/// Email messages by `outcome`: `sent`, `failed` (refused for good), `suppressed`, `deferred`
+/// (refused for now or the server unreachable: a later attempt sends it).
+pub const EMAIL_MESSAGES: &str = "quizworker_email_messages_total";
+/// From the SMTP server's 250 to the delivery ledger's record of it: the only window in which
+/// a crash makes a message go twice (docs/EMAIL.md).
+pub const EMAIL_UNRECORDED: &str = "quizworker_email_unrecorded_seconds";
 /// 1 while the process runs.
 pub const UP: &str = "quizworker_up";
 /// 1 when Redis and Postgres answer and every worker runs (what `/readyz` says), else 0.
@@ -64,6 +70,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), DURATION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(JOURNAL_WRITE_LAG.into()), LAG_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_SIZE.into()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(EMAIL_UNRECORDED.into()), LAG_BUCKETS)?
         .install_recorder()
         .context("could not install the metrics recorder")?;
     describe();
@@ -108,6 +115,15 @@ fn describe() {
     describe_counter!(
         WORKER_RESTARTS,
         "Workers that died and were replaced, by queue"
+    );
+    describe_counter!(
+        EMAIL_MESSAGES,
+        "Email messages by outcome (sent, failed, suppressed, deferred)"
+    );
+    describe_histogram!(
+        EMAIL_UNRECORDED,
+        Unit::Seconds,
+        "Time from the SMTP server accepting a message to the delivery ledger recording it"
     );
     describe_gauge!(UP, "1 while the process runs");
     describe_gauge!(
@@ -197,6 +213,15 @@ pub fn journal_batch_written(queued: &[Instant]) {
     for at in queued {
         lag.record(at.elapsed());
     }
+}
+
+/// One email message settled or put off; `outcome` is one of [`EMAIL_MESSAGES`]' outcomes.
+pub fn email_message(outcome: &'static str) {
+    counter!(EMAIL_MESSAGES, "outcome" => outcome).increment(1);
+}
+
+pub fn email_unrecorded(window: Duration) {
+    histogram!(EMAIL_UNRECORDED).record(window);
 }
 
 pub fn worker_died(queue: Queue) {
