@@ -2,16 +2,18 @@
 //! once, and passed down. Secrets (passwords in URLs) come from the environment, not the file.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use quizworker_jobs::limits::MAX_JSON_DEPTH_LIMIT;
+use quizworker_jobs::limits::{MAX_JSON_DEPTH_LIMIT, shorten};
 use quizworker_jobs::{Limits, Queue, catalogue};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +211,158 @@ pub struct QueueConfig {
     /// Attempts before a job fails for good, unless its envelope says otherwise.
     pub max_attempts: u32,
     pub backoff: BackoffConfig,
+    /// At most this many units per second, minute or hour across every process that shares the
+    /// Redis prefix (`runtime::rate_limit`); absent, unlimited. A unit is a job, except on a
+    /// queue whose handler meters itself (`families::meters_own_rate`: an email message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+/// A rate limit: `count` units per second, minute or hour. Written `"20/s"`, `"600/min"` or
+/// `"5000/h"` (also `sec`, `m`, `hour`), and written back in the short form (`"20/s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    count: u32,
+    unit: RateUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RateUnit {
+    fn seconds(self) -> u64 {
+        match self {
+            RateUnit::Second => 1,
+            RateUnit::Minute => 60,
+            RateUnit::Hour => 3600,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RateUnit::Second => "s",
+            RateUnit::Minute => "min",
+            RateUnit::Hour => "h",
+        }
+    }
+}
+
+/// A rate that does not parse: the value (its first 40 bytes or so) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{value:?} is not a rate: {reason}; write COUNT/UNIT with a unit of s, min or h (e.g. \"20/s\", \"600/min\", \"5000/h\")"
+)]
+pub struct RateError {
+    value: String,
+    reason: String,
+}
+
+impl Rate {
+    /// The most units a second the limiter can space: one microsecond apart, its clock's grain.
+    pub const MAX_PER_SECOND: u64 = 1_000_000;
+
+    pub fn new(count: u32, unit: RateUnit) -> Result<Rate, RateError> {
+        let rate = Rate { count, unit };
+        if count == 0 {
+            return Err(rate.error("the count must be at least 1"));
+        }
+        if u64::from(count) > Self::MAX_PER_SECOND * unit.seconds() {
+            return Err(rate.error(&format!(
+                "more than {}/s, the most the limiter can space (1 µs apart)",
+                Self::MAX_PER_SECOND
+            )));
+        }
+        Ok(rate)
+    }
+
+    fn error(self, reason: &str) -> RateError {
+        RateError {
+            value: self.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    pub fn unit(self) -> RateUnit {
+        self.unit
+    }
+
+    /// Units per second, as `/metrics` shows the limit.
+    pub fn per_second(self) -> f64 {
+        f64::from(self.count) / self.unit.seconds() as f64
+    }
+
+    /// The time between two units, in whole microseconds rounded up, so that the rounding
+    /// never lets more through than the rate says (3/s is 333,334 µs apart).
+    pub fn emission_interval_micros(self) -> u64 {
+        (self.unit.seconds() * 1_000_000).div_ceil(u64::from(self.count))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.unit.name())
+    }
+}
+
+impl FromStr for Rate {
+    type Err = RateError;
+
+    fn from_str(text: &str) -> Result<Rate, RateError> {
+        let error = |reason: String| RateError {
+            value: shorten(text, 40).into_owned(),
+            reason,
+        };
+        let Some((count, unit)) = text.split_once('/') else {
+            return Err(error("no `/` between the count and the unit".into()));
+        };
+        let (count, unit) = (count.trim(), unit.trim());
+        let count: u32 = count.parse().map_err(|_| {
+            error(format!(
+                "the count `{}` is not a whole number from 1 to {}",
+                shorten(count, 20),
+                u32::MAX
+            ))
+        })?;
+        let unit = match unit {
+            "s" | "sec" => RateUnit::Second,
+            "min" | "m" => RateUnit::Minute,
+            "h" | "hour" => RateUnit::Hour,
+            other => return Err(error(format!("unknown unit `{}`", shorten(other, 20)))),
+        };
+        Rate::new(count, unit).map_err(|e| error(e.reason))
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Rate, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Rate;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate such as \"20/s\", \"600/min\" or \"5000/h\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Rate, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// Exponential backoff with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random
@@ -234,6 +388,7 @@ impl Default for Config {
                 cap: Duration::from_secs(600),
                 jitter: 0.2,
             },
+            rate: None,
         };
         Config {
             redis: RedisConfig {
@@ -301,7 +456,9 @@ impl Default for Config {
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
                 ("scoring".into(), queue(256, 300, 5)),
-                ("emails".into(), queue(16, 60, 8)),
+                // A bulk job sends its messages at the queue's rate: 10,000 at 20/s is over 8
+                // minutes (config.toml says more).
+                ("emails".into(), queue(16, 1800, 8)),
                 ("exports".into(), queue(4, 900, 3)),
                 ("ai".into(), queue(8, 120, 5)),
                 ("indexing".into(), queue(8, 300, 5)),
@@ -331,8 +488,7 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "postgres.url".into()),
             );
-        let config: Config = figment
-            .extract()
+        let config = extract(&figment)
             .with_context(|| format!("invalid configuration (file {})", path.display()))?;
         config.validate()?;
         Ok(config)
@@ -450,6 +606,32 @@ impl Config {
     }
 }
 
+/// The settings out of `figment`. A rate that does not parse is named as the operator wrote
+/// its key (`queues.emails.rate: "20/x" is not a rate: ...`), with where it was set; other
+/// errors read as figment words them.
+fn extract(figment: &Figment) -> anyhow::Result<Config> {
+    let error = match figment.extract::<Config>() {
+        Ok(config) => return Ok(config),
+        Err(error) => error,
+    };
+    for e in error.clone() {
+        if let [section, queue, key] = e.path.as_slice()
+            && section == "queues"
+            && key == "rate"
+        {
+            let source = match &e.metadata {
+                Some(md) => match &md.source {
+                    Some(source) => format!(" (set in {source} {})", md.name),
+                    None => format!(" (set in {})", md.name),
+                },
+                None => String::new(),
+            };
+            bail!("queues.{}.rate: {}{source}", shorten(queue, 40), e.kind);
+        }
+    }
+    Err(error.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +695,122 @@ mod tests {
             };
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_and_print_in_short_form() {
+        for (text, count, unit, printed) in [
+            ("20/s", 20, RateUnit::Second, "20/s"),
+            ("5/sec", 5, RateUnit::Second, "5/s"),
+            ("600/min", 600, RateUnit::Minute, "600/min"),
+            ("1/m", 1, RateUnit::Minute, "1/min"),
+            ("5000/h", 5000, RateUnit::Hour, "5000/h"),
+            ("2/hour", 2, RateUnit::Hour, "2/h"),
+            (" 20 / s ", 20, RateUnit::Second, "20/s"),
+            ("1000000/s", 1_000_000, RateUnit::Second, "1000000/s"),
+        ] {
+            let rate: Rate = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((rate.count(), rate.unit()), (count, unit), "{text}");
+            assert_eq!(rate.to_string(), printed, "{text}");
+            assert_eq!(printed.parse::<Rate>(), Ok(rate), "{printed} reads back");
+        }
+    }
+
+    #[test]
+    fn a_rate_knows_its_spacing() {
+        let rate = |text: &str| text.parse::<Rate>().unwrap();
+        assert_eq!(rate("20/s").emission_interval_micros(), 50_000);
+        assert_eq!(rate("20/s").per_second(), 20.0);
+        assert_eq!(rate("600/min").per_second(), 10.0);
+        assert_eq!(rate("5000/h").emission_interval_micros(), 720_000);
+        // Rounded up: never more than the rate.
+        assert_eq!(rate("3/s").emission_interval_micros(), 333_334);
+        assert_eq!(rate("1000000/s").emission_interval_micros(), 1);
+    }
+
+    #[test]
+    fn a_bad_rate_says_what_is_wrong() {
+        for (text, reason) in [
+            ("20/x", "unknown unit `x`"),
+            ("20/", "unknown unit ``"),
+            ("20", "no `/` between the count and the unit"),
+            ("", "no `/`"),
+            ("0/s", "the count must be at least 1"),
+            (
+                "-1/s",
+                "the count `-1` is not a whole number from 1 to 4294967295",
+            ),
+            ("1.5/s", "the count `1.5` is not a whole number"),
+            ("99999999999/s", "is not a whole number"),
+            ("1000001/s", "more than 1000000/s"),
+        ] {
+            let err = text.parse::<Rate>().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{text:?} is not a rate: ")),
+                "{err}"
+            );
+            assert!(err.contains(reason), "{text}: {err}");
+            assert!(err.contains(r#"e.g. "20/s""#), "{err}");
+        }
+        let long = format!("{}/s", "9".repeat(500));
+        let err = long.parse::<Rate>().unwrap_err().to_string();
+        assert!(err.len() < 300, "the value is quoted whole: {err}");
+    }
+
+    #[test]
+    fn a_queue_takes_a_rate_and_writes_it_back() {
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
+            "[queues.emails]\nrate = \"600/min\"\n[queues.ai]\nrate = \"5/sec\"\n",
+        ));
+        let config = extract(&figment).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.queue(Queue::Emails).rate,
+            Some("600/min".parse().unwrap())
+        );
+        assert_eq!(
+            config.queue(Queue::Ai).rate.map(|r| r.to_string()),
+            Some("5/s".into())
+        );
+        assert_eq!(config.queue(Queue::Default).rate, None);
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["queues"]["emails"]["rate"], "600/min");
+        assert_eq!(json["queues"]["ai"]["rate"], "5/s");
+        assert!(json["queues"]["default"].get("rate").is_none());
+        // What is written reads back the same (figment's defaults are the serialized config).
+        let again = extract(&Figment::from(Serialized::defaults(config.clone()))).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), json);
+    }
+
+    #[test]
+    fn a_bad_rate_in_the_config_names_its_queue_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[queues.emails]\nrate = \"20/x\"\n").unwrap();
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(
+            err.contains(r#"queues.emails.rate: "20/x" is not a rate: unknown unit `x`"#),
+            "{err}"
+        );
+        assert!(err.contains("config.toml"), "where it was set: {err}");
+
+        for (toml, expected) in [
+            ("[queues.ai]\nrate = 20\n", "queues.ai.rate: invalid type"),
+            (
+                "[queues.default]\nrate = \"0/s\"\n",
+                "queues.default.rate: \"0/s\" is not a rate",
+            ),
+            // The queue's table still refuses a key it does not know.
+            (
+                "[queues.emails]\nrte = \"20/s\"\n",
+                "unknown field: found `rte`",
+            ),
+        ] {
+            let figment =
+                Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+            let err = format!("{:#}", extract(&figment).unwrap_err());
+            assert!(err.contains(expected), "{toml}: {err}");
         }
     }
 

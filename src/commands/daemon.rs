@@ -22,6 +22,7 @@ use crate::runtime::journal::Journal;
 use crate::runtime::maintenance;
 use crate::runtime::pool;
 use crate::runtime::process::Process;
+use crate::runtime::rate_limit::RateLimits;
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
@@ -115,7 +116,9 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         fonts: Arc::new(crate::families::exports::pdf::Fonts::new(
             config.exports.fonts.clone(),
         )),
+        rates: RateLimits::new(&config, redis.connection()),
     };
+    metrics::rate_limits_set(&config, &queues);
     let executor = Executor::new(
         config.clone(),
         journal,

@@ -18,6 +18,8 @@ use crate::runtime::queue::RedisQueues;
 struct QueueRow {
     queue: &'static str,
     paused: bool,
+    /// `rate` in the queue's config, as written back (`"20/s"`); null when unlimited.
+    rate: Option<String>,
     queued: u64,
     scheduled: u64,
     running: i64,
@@ -80,6 +82,7 @@ async fn show(config: &Config, redis: &RedisQueues, json: bool) -> anyhow::Resul
         rows.push(QueueRow {
             queue: queue.name(),
             paused: paused.contains(&queue),
+            rate: config.queue(queue).rate.map(|rate| rate.to_string()),
             queued: waiting.ready,
             // The scheduled set also holds the jobs waiting out a retry backoff.
             scheduled: waiting
@@ -104,6 +107,7 @@ async fn show(config: &Config, redis: &RedisQueues, json: bool) -> anyhow::Resul
         "FAILED",
         "COMPLETED 1H",
         "OLDEST WAITING",
+        "RATE",
         "PAUSED",
     ]);
     for r in &rows {
@@ -120,6 +124,7 @@ async fn show(config: &Config, redis: &RedisQueues, json: bool) -> anyhow::Resul
                     humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
                 })
                 .unwrap_or_else(|| "-".into()),
+            r.rate.clone().unwrap_or_else(|| "-".into()),
             if r.paused { "yes" } else { "no" }.to_string(),
         ]);
     }

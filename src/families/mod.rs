@@ -15,12 +15,13 @@ use quizworker_jobs::diag::{Fail, Noop, Sleep};
 use quizworker_jobs::email::{EmailBulk, EmailSend};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
 use quizworker_jobs::scoring::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
-use quizworker_jobs::{Envelope, EnvelopeError, JobPayload};
+use quizworker_jobs::{Envelope, EnvelopeError, JobPayload, Queue};
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::config::ExportsConfig;
 use crate::runtime::journal::Journal;
+use crate::runtime::rate_limit::RateLimits;
 use exports::files::ExportDir;
 use exports::pdf::Fonts;
 use scoring::prepared_tests::PreparedTests;
@@ -109,6 +110,17 @@ pub struct Services {
     /// email) starts no new step, finishes those under way and returns, so nothing is cut off
     /// mid-send when the shutdown timeout runs out.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Each queue's rate limit, shared with every process through Redis. The executor takes one
+    /// unit per job before the handler runs, except on queues whose handler meters itself
+    /// ([`meters_own_rate`]), which call `rates.acquire(queue)` once per unit they spend.
+    pub rates: RateLimits,
+}
+
+/// Whether `queue`'s handler takes its queue's rate limit itself, so the executor does not take
+/// a unit per job. True for `emails` only: a unit there is a message, and one bulk job sends
+/// thousands, so its handler calls `services.rates.acquire(Queue::Emails)` before each message.
+pub fn meters_own_rate(queue: Queue) -> bool {
+    matches!(queue, Queue::Emails)
 }
 
 /// Runs the handler of the envelope's kind.

@@ -100,6 +100,6 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::ops::metrics::set_ready(state.health.problems().is_empty());
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-        state.metrics.render(),
+        crate::ops::metrics::render(&state.metrics),
     )
 }

@@ -1,13 +1,16 @@
 //! Every metric the daemon exports, in one place (in the spirit of Oban's telemetry module):
 //! the names, which the README lists with their labels, the Prometheus recorder that keeps
 //! them, and one function per event. Other modules call these functions and never name a
-//! metric themselves. `/metrics` (`ops::http`) renders the recorder's handle.
+//! metric themselves. `/metrics` (`ops::http`) renders them with [`render`]: the recorder's
+//! handle, then the counters of seconds kept beside the recorder.
 //!
 //! Label values come from closed sets only (queue names, the job catalogue's kinds, outcomes),
 //! so no producer can blow up the number of series: a job whose envelope cannot be read is
 //! counted under the kind `(malformed)`, a job of a kind the catalogue does not know under
 //! `(unknown)` ([`kind_label`]).
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ::metrics::{
@@ -18,6 +21,7 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quizworker_jobs::{Queue, catalogue};
 
+use crate::config::Config;
 use crate::runtime::executor::MALFORMED_KIND;
 use crate::runtime::journal::Finish;
 use crate::runtime::queue::{RedisQueues, WaitingCounts};
@@ -25,7 +29,8 @@ use crate::runtime::queue::{RedisQueues, WaitingCounts};
 /// Attempts that ended, by `queue`, `kind` and `outcome` (`completed`, `retrying`, `failed`,
 /// `interrupted`): `completed` and `failed` end the job, the other two put it back.
 pub const JOBS_FINISHED: &str = "quizworker_jobs_finished_total";
-/// How long attempts ran (the handler, under its timeout), by `queue` and `kind`.
+/// How long attempts ran (the handler, under its timeout, and before it the wait for the
+/// queue's rate if it has one), by `queue` and `kind`.
 pub const JOB_DURATION: &str = "quizworker_job_duration_seconds";
 /// Retries scheduled after a transient error, by `queue` and `kind`.
 pub const JOB_RETRIES: &str = "quizworker_job_retries_total";
@@ -46,6 +51,12 @@ pub const EMAIL_MESSAGES: &str = "quizworker_email_messages_total";
 /// From the SMTP server's 250 to the delivery ledger's record of it: the only window in which
 /// a crash makes a message go twice (docs/EMAIL.md).
 pub const EMAIL_UNRECORDED: &str = "quizworker_email_unrecorded_seconds";
+/// A queue's rate limit (`rate` in `[queues.<queue>]`) in units per second, by `queue`; 0 when
+/// the queue has none (unlimited). Set at start for the queues this process runs.
+pub const QUEUE_RATE_LIMIT: &str = "quizworker_queue_rate_limit_per_second";
+/// Seconds spent waiting for a queue's rate limit, by `queue` (jobs, or an email handler's
+/// messages), counted also when the wait was given up. Rendered by [`render`] itself.
+pub const RATE_LIMIT_WAIT: &str = "quizworker_rate_limit_wait_seconds_total";
 /// 1 while the process runs.
 pub const UP: &str = "quizworker_up";
 /// 1 when Redis and Postgres answer and every worker runs (what `/readyz` says), else 0.
@@ -124,6 +135,10 @@ fn describe() {
         EMAIL_UNRECORDED,
         Unit::Seconds,
         "Time from the SMTP server accepting a message to the delivery ledger recording it"
+    );
+    describe_gauge!(
+        QUEUE_RATE_LIMIT,
+        "The queue's rate limit in units per second, by queue (0: unlimited)"
     );
     describe_gauge!(UP, "1 while the process runs");
     describe_gauge!(
@@ -232,6 +247,88 @@ pub fn set_ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
 
+/// Sets each queue's rate limit gauge (0: unlimited) and shows its wait counter from 0, for the
+/// queues this process runs.
+pub fn rate_limits_set(config: &Config, queues: &[Queue]) {
+    for &queue in queues {
+        let per_second = config
+            .queue(queue)
+            .rate
+            .map_or(0.0, |rate| rate.per_second());
+        gauge!(QUEUE_RATE_LIMIT, "queue" => queue.name()).set(per_second);
+        RATE_LIMIT_WAITS[queue_index(queue)]
+            .shown
+            .store(true, Ordering::Relaxed);
+    }
+}
+
+/// Time spent waiting for `queue`'s rate limit.
+pub fn rate_limit_waited(queue: Queue, waited: Duration) {
+    let counter = &RATE_LIMIT_WAITS[queue_index(queue)];
+    counter.shown.store(true, Ordering::Relaxed);
+    // Adding to an f64 kept as bits: the closure is retried if another waiter added meanwhile.
+    let _ = counter
+        .seconds
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some((f64::from_bits(bits) + waited.as_secs_f64()).to_bits())
+        });
+}
+
+/// A counter of seconds, kept beside the recorder: the `metrics` crate's counters count whole
+/// numbers only, and one wait for a 20/s limit is at most 50 ms.
+struct SecondsCounter {
+    /// The f64's bits.
+    seconds: AtomicU64,
+    /// Rendered once set up or counted, so a queue the process does not run adds no series.
+    shown: AtomicBool,
+}
+
+/// [`RATE_LIMIT_WAIT`], by the queue's place in `Queue::ALL`.
+static RATE_LIMIT_WAITS: [SecondsCounter; Queue::ALL.len()] = [const {
+    SecondsCounter {
+        seconds: AtomicU64::new(0),
+        shown: AtomicBool::new(false),
+    }
+}; Queue::ALL.len()];
+
+fn queue_index(queue: Queue) -> usize {
+    Queue::ALL
+        .iter()
+        .position(|&q| q == queue)
+        .expect("Queue::ALL holds every queue")
+}
+
+/// Every metric in Prometheus' text format: the recorder's, then the counters kept beside it.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    let shown: Vec<(Queue, f64)> = Queue::ALL
+        .iter()
+        .zip(&RATE_LIMIT_WAITS)
+        .filter(|(_, counter)| counter.shown.load(Ordering::Relaxed))
+        .map(|(&queue, counter)| {
+            let bits = counter.seconds.load(Ordering::Relaxed);
+            (queue, f64::from_bits(bits))
+        })
+        .collect();
+    if shown.is_empty() {
+        return text;
+    }
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        text,
+        "# HELP {RATE_LIMIT_WAIT} Seconds spent waiting for the queue's rate limit, by queue"
+    );
+    let _ = writeln!(text, "# TYPE {RATE_LIMIT_WAIT} counter");
+    for (queue, seconds) in shown {
+        let _ = writeln!(text, "{RATE_LIMIT_WAIT}{{queue=\"{queue}\"}} {seconds}");
+    }
+    text.push('\n');
+    text
+}
+
 fn queue_sampled(queue: Queue, counts: &WaitingCounts, now: DateTime<Utc>) {
     let name = queue.name();
     gauge!(QUEUE_DEPTH, "queue" => name, "state" => "ready").set(counts.ready as f64);
@@ -316,5 +413,28 @@ mod tests {
             !text.contains("made.up"),
             "a producer's kind became a label:\n{text}"
         );
+    }
+
+    #[test]
+    fn rate_limits_and_their_waits_are_rendered() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut config = Config::default();
+        config.queues.get_mut("ai").unwrap().rate = Some("600/min".parse().unwrap());
+        ::metrics::with_local_recorder(&recorder, || {
+            rate_limits_set(&config, &[Queue::Ai, Queue::Indexing]);
+        });
+        rate_limit_waited(Queue::Ai, Duration::from_millis(30));
+        rate_limit_waited(Queue::Ai, Duration::from_millis(20));
+        let text = render(&handle);
+        for line in [
+            r#"quizworker_queue_rate_limit_per_second{queue="ai"} 10"#,
+            r#"quizworker_queue_rate_limit_per_second{queue="indexing"} 0"#,
+            "# TYPE quizworker_rate_limit_wait_seconds_total counter",
+            r#"quizworker_rate_limit_wait_seconds_total{queue="ai"} 0.05"#,
+            r#"quizworker_rate_limit_wait_seconds_total{queue="indexing"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
     }
 }

@@ -303,7 +303,8 @@ impl Executor {
     }
 
     /// The handler runs in its own task: a panic is caught there, and a CPU-heavy job does not
-    /// hold up the worker that feeds the others.
+    /// hold up the worker that feeds the others. On a queue with a rate, the task first waits
+    /// for a unit of it (unless the handler meters itself: `families::meters_own_rate`).
     async fn run_handler(
         &self,
         queue: Queue,
@@ -321,8 +322,19 @@ impl Executor {
         let timeout = self.config.queue(queue).timeout;
         let services = self.services.clone();
         let mut task = AbortOnDropHandle::new(tokio::spawn(
-            async move { families::dispatch(&envelope, &ctx, &services).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                // Inside the attempt: the wait for the queue's rate counts against its timeout,
+                // and a wait cut short by it has reserved nothing.
+                if !families::meters_own_rate(queue) {
+                    services
+                        .rates
+                        .acquire(queue)
+                        .await
+                        .map_err(|e| JobError::Transient(format!("{e}: {}", e.source)))?;
+                }
+                families::dispatch(&envelope, &ctx, &services).await
+            }
+            .instrument(tracing::Span::current()),
         ));
         match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,

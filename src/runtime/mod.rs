@@ -1,7 +1,8 @@
 //! The path every job takes, whatever its family: `queue` (Redis) -> `pool` (apalis workers)
 //! -> `executor` (one attempt: decode, journal the start, run the handler, decide, journal the
 //! end) -> `journal` (Postgres). Around it: `maintenance` (recovery, retention, trimming),
-//! `producer` (enqueueing from Rust), `batcher` (group commit) and `backoff` (retry waits).
+//! `producer` (enqueueing from Rust), `batcher` (group commit), `backoff` (retry waits) and
+//! `rate_limit` (per-queue rates shared through Redis).
 
 pub mod backoff;
 pub mod batcher;
@@ -12,3 +13,4 @@ pub mod pool;
 pub mod process;
 pub mod producer;
 pub mod queue;
+pub mod rate_limit;
