@@ -82,17 +82,20 @@ impl EmailEnv {
     }
 
     fn daemon(&self) -> Daemon {
+        self.daemon_with(&[])
+    }
+
+    fn daemon_with(&self, extra: &[(&str, &str)]) -> Daemon {
         let templates = self.env.dir.path().join("templates");
         let exports = self.env.exports_dir();
         let port = self.sink.port().to_string();
-        self.env.spawn_daemon_with(
-            &[],
-            &[
-                ("QUIZWORKER_EMAIL__TEMPLATES", templates.to_str().unwrap()),
-                ("QUIZWORKER_EXPORTS__DIRECTORY", exports.to_str().unwrap()),
-                ("QUIZWORKER_EMAIL__SMTP__PORT", &port),
-            ],
-        )
+        let mut env = vec![
+            ("QUIZWORKER_EMAIL__TEMPLATES", templates.to_str().unwrap()),
+            ("QUIZWORKER_EXPORTS__DIRECTORY", exports.to_str().unwrap()),
+            ("QUIZWORKER_EMAIL__SMTP__PORT", &port),
+        ];
+        env.extend_from_slice(extra);
+        self.env.spawn_daemon_with(&[], &env)
     }
 
     fn send(&self, payload: Value) -> String {
@@ -607,4 +610,63 @@ async fn a_bulk_stopped_by_sigterm_sends_each_recipient_exactly_once(pool: PgPoo
         "a recipient got two copies"
     );
     assert_eq!(messages.len(), 600);
+}
+
+/// `rate = "20/s"` on the emails queue holds at the SMTP server however many processes send:
+/// two daemons, 100 messages, measured by when the server received each.
+#[sqlx::test(migrations = false)]
+async fn the_emails_rate_holds_at_the_server_across_two_processes(pool: PgPool) {
+    const MESSAGES: usize = 100;
+    const RATE: f64 = 20.0;
+    let t = EmailEnv::new(pool).await;
+    let rate = [("QUIZWORKER_QUEUES__EMAILS__RATE", "20/s")];
+    let _daemons = [t.daemon_with(&rate), t.daemon_with(&rate)];
+    let ids: Vec<String> = (0..MESSAGES)
+        .map(|i| {
+            t.send(
+                json!({"template": "notice", "to": [{"email": format!("m{i}@example.com")}],
+                          "vars": {"subject": format!("m{i}"), "text": "t"}}),
+            )
+        })
+        .collect();
+    let messages = t.sink.wait_for_messages(MESSAGES, DEADLINE).await;
+    for id in &ids {
+        t.env.wait_for_state(id, "completed").await;
+    }
+    let processes: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT process) FROM jobs WHERE kind = 'email.send'")
+            .fetch_one(&t.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(processes, 2, "both processes should have sent");
+
+    let mut at: Vec<f64> = messages
+        .iter()
+        .map(|m| {
+            m.received_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        })
+        .collect();
+    at.sort_by(f64::total_cmp);
+    let span = at[MESSAGES - 1] - at[0];
+    let measured = (MESSAGES - 1) as f64 / span;
+    eprintln!("{MESSAGES} messages in {span:.2} s: {measured:.2} messages/s at the server");
+    assert!(
+        measured <= RATE * 1.05,
+        "{measured:.2}/s is over the limit of {RATE}/s"
+    );
+    assert!(
+        measured >= RATE * 0.8,
+        "{measured:.2}/s: the limit should not slow sending this much"
+    );
+    // No second in which more than the rate (and the one unit a window edge allows) arrived.
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| **t < start + 1.0).count();
+        assert!(
+            within <= RATE as usize + 1,
+            "{within} messages within 1 s from {start}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use lettre::message::Mailbox;
+use quizworker_jobs::Queue;
 use quizworker_jobs::email::headers::{Refusal, message_id, one_line};
 use quizworker_jobs::email::{self as jobs_email, EmailBulk, EmailSend, Templates};
 use serde_json::{Value, json};
@@ -380,6 +381,8 @@ async fn deliver(
         }
         Err(e) => return Err(e),
     };
+    // The rate's slot first: a message waiting for it is not yet `sending`.
+    pace(services).await?;
     if !ledger::begin(pg, &ctx.id, row, ctx.attempt)
         .await
         .map_err(store_error)?
@@ -396,6 +399,7 @@ async fn deliver(
                 tracing::info!(%reply, "the SMTP server asks to slow down; waiting");
                 tokio::time::sleep(throttle_wait(throttled)).await;
                 throttled += 1;
+                pace(services).await?;
             }
             outcome => break outcome,
         }
@@ -474,6 +478,15 @@ async fn suppress_bounced(
         }
     }
     Ok(())
+}
+
+/// Waits for the emails queue's rate limit: one unit per message (`meters_own_rate`).
+async fn pace(services: &Services) -> Result<(), JobError> {
+    services
+        .rates
+        .acquire(Queue::Emails)
+        .await
+        .map_err(|e| JobError::Transient(e.to_string()))
 }
 
 fn status_label(status: Status) -> &'static str {
