@@ -670,3 +670,67 @@ async fn the_emails_rate_holds_at_the_server_across_two_processes(pool: PgPool) 
         );
     }
 }
+
+/// `quizworker check` reports the templates and whether the SMTP server answers, once email is
+/// set up (its templates directory exists); a deployment without email is not failed for it.
+#[sqlx::test]
+async fn check_reports_the_templates_and_the_smtp_server(pool: PgPool) {
+    let t = EmailEnv::new(pool).await;
+    let templates = t.env.dir.path().join("templates");
+    let port = t.sink.port().to_string();
+    let check = |templates: &Path, port: &str| {
+        let out = t
+            .env
+            .command()
+            .args(["check", "--json"])
+            .env("QUIZWORKER_EMAIL__TEMPLATES", templates)
+            .env("QUIZWORKER_EMAIL__SMTP__PORT", port)
+            .env("QUIZWORKER_EXPORTS__DIRECTORY", t.env.exports_dir())
+            .output()
+            .unwrap();
+        let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let by_name = |name: &str| -> Value {
+            results
+                .iter()
+                .find(|r| r["check"] == name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        (
+            out.status.code(),
+            by_name("templates"),
+            by_name("smtp"),
+            by_name("email"),
+        )
+    };
+
+    let (code, templates_check, smtp, _) = check(&templates, &port);
+    assert_eq!(code, Some(0), "{templates_check} {smtp}");
+    let detail = templates_check["detail"].as_str().unwrap();
+    assert!(detail.contains("result-ready (en, hi)"), "{detail}");
+    assert!(
+        smtp["detail"].as_str().unwrap().contains("answers"),
+        "{smtp}"
+    );
+
+    // Nothing listens on the port a closed listener had.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let (code, _, smtp, _) = check(&templates, &closed_port);
+    assert_ne!(code, Some(0));
+    assert_eq!(smtp["ok"], false, "{smtp}");
+
+    std::fs::write(templates.join("result-ready/subject.txt"), "{{ broken").unwrap();
+    let (code, templates_check, _, _) = check(&templates, &port);
+    assert_ne!(code, Some(0));
+    let detail = templates_check["detail"].as_str().unwrap();
+    assert!(detail.contains("result-ready/subject.txt"), "{detail}");
+
+    let (code, _, _, email) = check(&t.env.dir.path().join("no-templates"), &port);
+    assert_eq!(code, Some(0));
+    assert!(
+        email["detail"].as_str().unwrap().starts_with("not set up"),
+        "{email}"
+    );
+}

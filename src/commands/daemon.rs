@@ -239,6 +239,7 @@ pub async fn check(config: &Config, file: Option<&Path>, json: bool) -> anyhow::
         "exports",
         check_export_directory(&config.exports.directory),
     ));
+    results.extend(check_email(config).await);
 
     if json {
         output::print_json(&results)?;
@@ -282,6 +283,45 @@ async fn check_postgres(config: &Config) -> anyhow::Result<(String, Vec<String>)
         .fetch_one(&pool)
         .await?;
     Ok((version, pending_migrations(&pool).await?))
+}
+
+/// The email templates and the SMTP server, if email is set up: its templates directory
+/// exists. (A deployment that sends no mail has none, and its checks should not fail for it.)
+async fn check_email(config: &Config) -> Vec<CheckResult> {
+    let dir = &config.email.templates;
+    if !dir.exists() {
+        return vec![CheckResult {
+            check: "email",
+            ok: true,
+            detail: format!(
+                "not set up: no templates directory {} (email.templates)",
+                dir.display()
+            ),
+        }];
+    }
+    let templates = crate::families::email::templates::load(dir, &config.email.default_locale)
+        .map(|t| {
+            let names: Vec<String> = t
+                .names()
+                .map(|(name, locales)| {
+                    let locales: Vec<&str> = locales.iter().map(String::as_str).collect();
+                    format!("{name} ({})", locales.join(", "))
+                })
+                .collect();
+            format!("{}: {}", dir.display(), names.join(", "))
+        })
+        .map_err(anyhow::Error::from);
+    let smtp = async {
+        let mailer = crate::families::email::smtp::Mailer::new(&config.email)?;
+        mailer.test_connection().await?;
+        let smtp = &config.email.smtp;
+        Ok(format!(
+            "{}:{} answers ({:?})",
+            smtp.host, smtp.port, smtp.security
+        ))
+    }
+    .await;
+    vec![result("templates", templates), result("smtp", smtp)]
 }
 
 /// The daemon writes exports into the directory, creating it if missing: do both now, so that

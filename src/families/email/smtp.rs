@@ -194,6 +194,15 @@ impl Mailer {
         Ok(message)
     }
 
+    /// Connects, greets and logs in (if credentials are set), as `quizworker check` does.
+    pub async fn test_connection(&self) -> anyhow::Result<()> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => anyhow::bail!("the SMTP server did not answer NOOP"),
+            Err(e) => Err(anyhow::anyhow!(classify(&e).to_string())),
+        }
+    }
+
     /// One SMTP transaction. `Ok` is the server's reply to the message's end (`250 ...`).
     pub async fn send(&self, message: Message) -> Result<String, SendError> {
         match self.transport.send(message).await {
