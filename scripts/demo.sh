@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Brings up Redis and PostgreSQL, builds quizworker, runs the daemon on a demo workload of
 # diagnostic jobs, shows the queues until the work is done, lists the jobs, shows a completed
-# and a failed one, and stops the daemon with SIGTERM. The daemon's log goes to
-# target/demo-daemon.log. It ends by saying what to try next.
+# and a failed one; then scores a test attempt, writes its report card and emails it to a parent
+# through a local SMTP sink (tests/smtp_sink.py), showing the message that arrived; and stops
+# the daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log, the mail to
+# target/demo-mail.jsonl, the report card to target/demo-exports/. It ends by saying what to try
+# next.
 #
 # The demo uses its own Redis key prefix (demo:) and, unless DATABASE_URL says otherwise, the
 # `quizworker` database, so it does not mix with the tests' data. When it succeeds it deletes
@@ -74,8 +77,22 @@ cargo build --release
 say "migrate ($DATABASE_URL)"
 "$BIN" migrate
 
-# --- the daemon -------------------------------------------------------------------------------
+# --- a local SMTP sink, for the email step ----------------------------------------------------
+# A real SMTP server (aiosmtpd) that keeps what it receives. A coprocess: its standard input is
+# a pipe from this script, so it ends when the script does.
 mkdir -p target
+MAIL=target/demo-mail.jsonl
+: >"$MAIL"
+coproc SINK { exec /usr/bin/python3 tests/smtp_sink.py --port 0 --out "$MAIL" 2>>target/demo-sink.log; }
+read -r -t 30 sink_line <&"${SINK[0]}" || { say "the SMTP sink did not start (target/demo-sink.log)" >&2; exit 1; }
+SMTP_PORT=${sink_line##* }
+say "SMTP sink on 127.0.0.1:$SMTP_PORT"
+export QUIZWORKER_EMAIL__SMTP__PORT=$SMTP_PORT
+export QUIZWORKER_EMAIL__TEMPLATES=docs/templates
+export QUIZWORKER_EMAIL__FROM="ACME Academy <results@acme.test>"
+export QUIZWORKER_EXPORTS__DIRECTORY=target/demo-exports
+
+# --- the daemon -------------------------------------------------------------------------------
 : >"$LOG"
 say "starting the daemon (log: $LOG)"
 "$BIN" run >>"$LOG" 2>&1 &
@@ -167,6 +184,63 @@ echo
 echo "--- quizworker jobs show $failed   (failed at once: a permanent error)"
 "$BIN" jobs show "$failed"
 
+# --- a result email with the report card --------------------------------------------------------
+# The web tier's three jobs: score an attempt, write its report card, email it to the parent in
+# Hindi. The email is enqueued at once: it waits for the report card, then attaches it.
+wait_state() { # JOB STATE: waits up to 60 s for the job to reach STATE
+    local deadline=$((SECONDS + 60))
+    until "$BIN" jobs show "$1" --json 2>/dev/null | grep -q "\"state\": *\"$2\""; do
+        if ((SECONDS >= deadline)); then
+            say "job $1 did not reach $2 within 60s:" >&2
+            "$BIN" jobs show "$1" >&2 || true
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+attempt_id="demo-$(date +%s)"
+echo
+say "email step: score attempt $attempt_id, write its report card, email it to the parent"
+scored=$("$BIN" enqueue score.attempt --payload '{
+  "test": {"test_id": "demo-jee-mock", "key_version": 1, "marking": {"correct": 4, "incorrect": -1},
+           "sections": [{"id": "physics", "title": "Physics", "questions": [
+             {"id": "p1", "type": "mcq", "answer": "A"}, {"id": "p2", "type": "mcq", "answer": "C"}]},
+             {"id": "maths", "title": "Mathematics", "questions": [
+             {"id": "m1", "type": "integer", "answer": "42"}]}]},
+  "attempt": {"attempt_id": "'"$attempt_id"'", "test_id": "demo-jee-mock", "candidate_id": "c-priya",
+              "responses": [{"question": "p1", "answer": "A"}, {"question": "p2", "answer": "B"},
+                            {"question": "m1", "answer": "42"}]}}')
+card=$("$BIN" enqueue export.report_pdf --payload '{"attempt_id": "'"$attempt_id"'"}')
+mail=$("$BIN" enqueue email.send --payload '{
+  "template": "result-ready", "locale": "hi",
+  "to": [{"email": "parent@example.com", "name": "श्रीमती शर्मा"}],
+  "vars": {"candidate_name": "प्रिया शर्मा", "test_name": "JEE Mock", "marks": "7", "max_marks": "12",
+           "institution": "ACME Academy"},
+  "attachments": [{"export_job": "'"$card"'", "filename": "report-card.pdf"}]}')
+wait_state "$scored" completed
+wait_state "$card" completed
+wait_state "$mail" completed
+echo
+echo "--- quizworker jobs show $mail   (the email)"
+"$BIN" jobs show "$mail"
+echo
+echo "--- what the SMTP sink received ($MAIL)"
+/usr/bin/python3 - "$MAIL" <<'PY'
+import base64, email, email.policy, json, sys
+for line in open(sys.argv[1]):
+    record = json.loads(line)
+    m = email.message_from_bytes(base64.b64decode(record["data_b64"]), policy=email.policy.default)
+    print(f"To:         {m['To']}   (envelope: {', '.join(record['rcpt_tos'])})")
+    print(f"From:       {m['From']}")
+    print(f"Subject:    {m['Subject']}")
+    print(f"Message-ID: {m['Message-ID']}")
+    print(f"Parts:      {', '.join(p.get_content_type() for p in m.walk() if not p.is_multipart())}")
+    for part in m.iter_attachments():
+        print(f"Attached:   {part.get_filename()} ({len(part.get_content())} bytes, {part.get_content_type()})")
+    print("Text:")
+    print("  " + m.get_body(("plain",)).get_content().strip().replace("\n", "\n  "))
+PY
+
 # --- stop ------------------------------------------------------------------------------------
 echo
 say "stopping the daemon with SIGTERM"
@@ -192,4 +266,7 @@ say "  export QUIZWORKER_REDIS__PREFIX=${QUIZWORKER_REDIS__PREFIX} DATABASE_URL=
 say "  $BIN jobs show $retried      # the job that completed after two failed attempts"
 say "  $BIN jobs show $failed      # the job that failed"
 say "  $BIN jobs list --state failed; $BIN queues; $BIN --help"
+say "  $BIN email deliveries $mail      # the email: its message, status and the server's reply"
+say "  $BIN email preview result-ready --templates docs/templates --locale hi --vars FILE.json"
+say "  The email as received: $MAIL (one JSON line per message; data_b64 is the raw message)."
 say "  The daemon's log: $LOG. Settings: config.toml (README, Configuration)."
