@@ -4,7 +4,8 @@
 # `redis` package the integration tests use, and `systemd-analyze` (Debian's `systemd` package;
 # the tests check the unit file with it; nothing is started through systemd), and for the export
 # tests poppler-utils, qpdf and the fonts of config.toml's [exports], and for the email tests
-# Debian's python3-aiosmtpd (tests/smtp_sink.py, a real SMTP server run by /usr/bin/python3).
+# Debian's python3-aiosmtpd (tests/smtp_sink.py, a real SMTP server run by /usr/bin/python3) and
+# python3-dkim (dkimpy: tests/dkim_verify.py checks the daemon's DKIM signatures with it).
 # Idempotent: a quick no-op when all is already up.
 # Made for Debian 12 as root, without systemd (services are started directly).
 set -euo pipefail
@@ -82,10 +83,14 @@ fi
 if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     missing+=(python3-aiosmtpd)
 fi
+# The DKIM tests verify signatures with an implementation other than lettre's: dkimpy.
+if ! /usr/bin/python3 -c 'import dkim' >/dev/null 2>&1; then
+    missing+=(python3-dkim)
+fi
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 else
-    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts, aiosmtpd: installed"
+    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts, aiosmtpd, dkim: installed"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -168,6 +168,10 @@ pub struct SmtpConfig {
     pub timeout: Duration,
     /// Connections kept open to the server by one process.
     pub pool_size: u32,
+    /// PEM certificates trusted as roots for the server's TLS certificate, besides the system's
+    /// store (an internal relay signed by a private CA). Absent: the system's store alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +453,7 @@ impl Default for Config {
                     security: SmtpSecurity::Plain,
                     timeout: Duration::from_secs(30),
                     pool_size: 8,
+                    ca_file: None,
                 },
                 dkim: None,
             },
@@ -558,6 +563,12 @@ impl Config {
         }
         if email.bulk_concurrency == 0 || email.smtp.pool_size == 0 {
             bail!("email.bulk_concurrency and email.smtp.pool_size must be at least 1");
+        }
+        if email.smtp.ca_file.is_some() && email.smtp.security == SmtpSecurity::Plain {
+            bail!(
+                "email.smtp.ca_file is for TLS, and email.smtp.security = \"plain\" uses none: \
+                 set security to \"starttls\" or \"tls\", or remove ca_file"
+            );
         }
         if email.smtp.timeout.is_zero() {
             bail!("email.smtp.timeout must be more than 0s");

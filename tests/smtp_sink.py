@@ -2,13 +2,19 @@
 
     /usr/bin/python3 tests/smtp_sink.py --port 0 --out messages.jsonl [--rules rules.json]
                                         [--count-only] [--auth USER:PASS]
+                                        [--starttls CERT KEY | --tls CERT KEY]
 
-Listens on 127.0.0.1 (plain SMTP, no TLS), prints one line `listening on PORT` once it accepts
-connections, and serves until killed, or until its standard input closes (so a test that dies
-leaves no server behind; to run it by hand, keep stdin open: not `</dev/null`).
+Listens on 127.0.0.1 (plain SMTP unless --starttls or --tls), prints one line `listening on PORT`
+once it accepts connections, and serves until killed, or until its standard input closes (so a
+test that dies leaves no server behind; to run it by hand, keep stdin open: not `</dev/null`).
+
+--starttls CERT KEY: offer STARTTLS with this certificate chain and key (PEM files) and require
+  it: MAIL, RCPT and DATA before it are answered 530.
+--tls CERT KEY: implicit TLS (port 465's way): the handshake is the connection's first bytes.
 
 --out: every accepted message is appended as one JSON line, flushed at once:
     {"mail_from": "a@x", "rcpt_tos": ["b@y"], "auth_login": "user" or null,
+     "tls": true if the message came over TLS (after STARTTLS, or implicit), else false,
      "data": "<the raw message, UTF-8 with bad bytes replaced>",
      "data_b64": "<the exact raw bytes, base64>", "size": 1234, "received_at": 1700000000.123}
   With --count-only (benchmarks) the line has no "data" nor "data_b64".
@@ -27,7 +33,8 @@ leaves no server behind; to run it by hand, keep stdin open: not `</dev/null`).
   reported on stderr and every command is answered 554 until it is fixed.
 
 --auth USER:PASS: require AUTH PLAIN or LOGIN with these credentials before MAIL (530 without,
-  535 for wrong ones); offered without TLS.
+  535 for wrong ones); offered without TLS, except with --starttls: only after STARTTLS then
+  (538 before).
 
 Speed: with --count-only it took about 2,400 messages/s (1 KB messages from 4 smtplib
 connections, 20,000 in 8.2 s; 2,000/s over one connection) on this 2-core machine, clients on the
@@ -41,6 +48,7 @@ import base64
 import json
 import logging
 import os
+import ssl
 import sys
 import threading
 import time
@@ -162,6 +170,7 @@ class Sink:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "auth_login": login_name(session),
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
             "size": len(raw),
             "received_at": time.time(),
         }
@@ -191,6 +200,12 @@ def authenticator(user, password):
     return check
 
 
+def tls_context(cert, key):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def exit_when_stdin_closes():
     try:
         while sys.stdin.buffer.read(4096):
@@ -204,14 +219,22 @@ async def serve(args):
     out = open(args.out, "a", encoding="utf-8")
     sink = Sink(out, Rules(args.rules), args.count_only)
     options = dict(hostname="smtp-sink", enable_SMTPUTF8=True, loop=loop)
+    implicit = None
+    if args.starttls:
+        options.update(tls_context=tls_context(*args.starttls), require_starttls=True)
+    elif args.tls:
+        implicit = tls_context(*args.tls)
     if args.auth:
         user, _, password = args.auth.partition(":")
         options.update(
             auth_required=True,
-            auth_require_tls=False,
+            # aiosmtpd counts only STARTTLS as TLS: with implicit TLS it would never offer AUTH.
+            auth_require_tls=bool(args.starttls),
             authenticator=authenticator(user.encode(), password.encode()),
         )
-    server = await loop.create_server(lambda: SMTP(sink, **options), "127.0.0.1", args.port)
+    server = await loop.create_server(
+        lambda: SMTP(sink, **options), "127.0.0.1", args.port, ssl=implicit
+    )
     print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
     await server.serve_forever()
 
@@ -223,6 +246,9 @@ def main():
     parser.add_argument("--rules", help="JSON list of reply rules, re-read when it changes")
     parser.add_argument("--count-only", action="store_true", help="store no message content")
     parser.add_argument("--auth", metavar="USER:PASS", help="require AUTH PLAIN/LOGIN")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"), help="require STARTTLS")
+    tls.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="implicit TLS")
     args = parser.parse_args()
     # aiosmtpd logs each command at INFO and warns on every connection when AUTH goes without
     # TLS: that is what we want here, and it would fill the test's log.

@@ -75,6 +75,9 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     }
     let queues = pool::select_queues(queues).bad_input()?;
     let config = Arc::new(config);
+    // Settings no job could mend (a DKIM key or SMTP CA file that does not load, half of the
+    // SMTP credentials) stop the daemon here, before it connects or registers anywhere.
+    let email = crate::families::email::EmailService::new(&config)?;
     let health = Arc::new(Health::default());
     let metrics_handle = metrics::install()?;
     // Up before anything else, so that /healthz answers while we connect and migrate.
@@ -107,7 +110,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         redis.clone(),
     ));
     let services = Services {
-        email: crate::families::email::EmailService::new(&config)?,
+        email,
         stopping: stopping.clone(),
         tests: Default::default(),
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),

@@ -13,7 +13,9 @@ use sqlx::PgPool;
 
 mod smtp;
 #[allow(unused_imports)] // each test file uses a different part of the harness
-pub use smtp::{Attachment, ReceivedMessage, Rule, SmtpSink, SmtpSinkOptions, Stage, message_to};
+pub use smtp::{
+    Attachment, ReceivedMessage, Rule, SinkTls, SmtpSink, SmtpSinkOptions, Stage, message_to,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 

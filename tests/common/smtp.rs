@@ -1,11 +1,13 @@
 //! A real SMTP server of the test's own: tests/smtp_sink.py (Debian's python3-aiosmtpd, run by
-//! `/usr/bin/python3`; scripts/services.sh installs it). Each [`SmtpSink`] is its own process on
-//! its own port with its own temp dir, so tests run side by side; it is killed when dropped, and
-//! exits by itself when the test process dies (its stdin closes).
+//! `/usr/bin/python3`; scripts/services.sh installs it), plain, STARTTLS or implicit TLS. Each
+//! [`SmtpSink`] is its own process on its own port with its own temp dir, so tests run side by
+//! side; it is killed when dropped, and exits by itself when the test process dies (its stdin
+//! closes).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -24,11 +26,24 @@ const PYTHON: &str = "/usr/bin/python3";
 /// How a sink runs; `SmtpSinkOptions::default()` is what [`SmtpSink::start`] uses.
 #[derive(Debug, Clone, Default)]
 pub struct SmtpSinkOptions {
-    /// Require AUTH PLAIN or LOGIN with this user and password (offered without TLS).
+    /// Require AUTH PLAIN or LOGIN with this user and password (offered without TLS, except
+    /// with [`SinkTls::Starttls`]: only after STARTTLS then).
     pub auth: Option<(String, String)>,
     /// Benchmarks: keep no message content, only the envelope and the size of each message
     /// ([`SmtpSink::count`] works, [`SmtpSink::messages`] panics).
     pub count_only: bool,
+    /// TLS, with a certificate chain and key of the test's own (PEM files); `None`: plain SMTP,
+    /// no STARTTLS offered.
+    pub tls: Option<SinkTls>,
+}
+
+/// How the sink speaks TLS.
+#[derive(Debug, Clone)]
+pub enum SinkTls {
+    /// STARTTLS offered and required: MAIL, RCPT and DATA before it are answered 530.
+    Starttls { cert: PathBuf, key: PathBuf },
+    /// TLS from the first byte (port 465's way).
+    Implicit { cert: PathBuf, key: PathBuf },
 }
 
 /// The SMTP command a [`Rule`] answers.
@@ -99,6 +114,8 @@ pub struct ReceivedMessage {
     pub rcpt_tos: Vec<String>,
     /// The user the session authenticated as (with [`SmtpSinkOptions::auth`]).
     pub auth_login: Option<String>,
+    /// Whether the message came over TLS (after STARTTLS, or implicit).
+    pub tls: bool,
     /// The exact bytes after DATA (dot-unstuffed; empty in count-only mode).
     pub data: Vec<u8>,
     pub size: usize,
@@ -187,6 +204,7 @@ struct Line {
     mail_from: String,
     rcpt_tos: Vec<String>,
     auth_login: Option<String>,
+    tls: bool,
     size: usize,
     received_at: f64,
     data_b64: Option<String>,
@@ -223,6 +241,15 @@ impl SmtpSink {
         }
         if options.count_only {
             command.arg("--count-only");
+        }
+        match &options.tls {
+            Some(SinkTls::Starttls { cert, key }) => {
+                command.arg("--starttls").arg(cert).arg(key);
+            }
+            Some(SinkTls::Implicit { cert, key }) => {
+                command.arg("--tls").arg(cert).arg(key);
+            }
+            None => {}
         }
         // The sink exits when its stdin closes: the pipe stays open as long as `child` is here.
         let mut child = command
@@ -336,6 +363,7 @@ impl SmtpSink {
                 mail_from: line.mail_from,
                 rcpt_tos: line.rcpt_tos,
                 auth_login: line.auth_login,
+                tls: line.tls,
                 size: line.size,
                 received_at: UNIX_EPOCH + Duration::from_secs_f64(line.received_at),
             })

@@ -28,9 +28,9 @@ pub struct EmailService {
 }
 
 impl EmailService {
-    /// Fails on settings that no job could mend (a DKIM key that does not load, half of the
-    /// SMTP credentials); the templates are read at the first email job, and again when they
-    /// change.
+    /// Fails on settings that no job could mend (a DKIM key or an SMTP CA file that does not
+    /// load, half of the SMTP credentials); the templates are read at the first email job, and
+    /// again when they change.
     pub fn new(config: &Config) -> anyhow::Result<EmailService> {
         Ok(EmailService {
             templates: TemplateStore::new(

@@ -11,11 +11,12 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use quizworker_jobs::email::RenderedEmail;
 use quizworker_jobs::email::headers::{Refusal, classify_reply, one_line};
 
-use crate::config::{DkimAlgorithm, EmailConfig, SmtpSecurity};
+use crate::config::{DkimAlgorithm, EmailConfig, SmtpConfig, SmtpSecurity};
 
 /// Where the SMTP user name and password come from; never the config file.
 pub const USERNAME_VAR: &str = "SMTP_USERNAME";
@@ -79,16 +80,14 @@ pub enum SendError {
 impl Mailer {
     pub fn new(config: &EmailConfig) -> anyhow::Result<Mailer> {
         let smtp = &config.smtp;
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host);
         let builder = match smtp.security {
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-                .context("email.smtp: TLS setup")?,
-            SmtpSecurity::Starttls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                    .context("email.smtp: TLS setup")?
-            }
-            SmtpSecurity::Plain => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-            }
+            // TLS from the first byte.
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls_parameters(smtp)?)),
+            // STARTTLS or nothing: lettre sends no command after EHLO (no AUTH, no MAIL) to a
+            // server that does not offer it.
+            SmtpSecurity::Starttls => builder.tls(Tls::Required(tls_parameters(smtp)?)),
+            SmtpSecurity::Plain => builder,
         };
         let mut builder = builder
             .port(smtp.port)
@@ -218,6 +217,37 @@ impl Mailer {
     }
 }
 
+/// The server's certificate must name `host` and chain to a root of the system's store, or of
+/// `ca_file` when there is one.
+fn tls_parameters(smtp: &SmtpConfig) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(smtp.host.clone());
+    if let Some(path) = &smtp.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("email.smtp.ca_file {}", path.display()))?;
+        // lettre (with rustls) takes a file without any certificate in it for an empty list,
+        // which would trust nothing more without a word.
+        let count = String::from_utf8_lossy(&pem)
+            .matches("-----BEGIN CERTIFICATE-----")
+            .count();
+        if count == 0 {
+            anyhow::bail!(
+                "email.smtp.ca_file {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+        }
+        let certificate = Certificate::from_pem(&pem)
+            .with_context(|| format!("email.smtp.ca_file {}", path.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().with_context(|| match &smtp.ca_file {
+        Some(path) => format!(
+            "email.smtp: TLS setup with the certificates of ca_file {}",
+            path.display()
+        ),
+        None => "email.smtp: TLS setup".to_owned(),
+    })
+}
+
 fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let detail = e.source().map(|s| s.to_string()).unwrap_or_default();
     match e.status() {
@@ -229,7 +259,10 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             }
         }
         None => {
-            let mut text = e.to_string();
+            let mut text = match tls_failure(e) {
+                Some(tls) => format!("TLS handshake failed: {tls}"),
+                None => e.to_string(),
+            };
             if e.is_timeout() {
                 text.push_str(" (timed out)");
             }
@@ -238,21 +271,39 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// The TLS error under a send's error, if that is what it is. lettre reports a failed handshake
+/// (an untrusted certificate, a name that does not match) as a connection error, not a TLS one:
+/// the rustls error is inside an io::Error, whose `source()` skips it.
+fn tls_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref())
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
+}
+
 impl Signers {
     fn load(config: &crate::config::DkimConfig) -> anyhow::Result<Signers> {
         let key = std::fs::read_to_string(&config.key_file)
             .with_context(|| format!("email.dkim.key_file {}", config.key_file.display()))?;
-        let algorithm = match config.algorithm {
-            DkimAlgorithm::Rsa => DkimSigningAlgorithm::Rsa,
-            DkimAlgorithm::Ed25519 => DkimSigningAlgorithm::Ed25519,
+        let (algorithm, name) = match config.algorithm {
+            DkimAlgorithm::Rsa => (DkimSigningAlgorithm::Rsa, "an rsa"),
+            DkimAlgorithm::Ed25519 => (DkimSigningAlgorithm::Ed25519, "an ed25519"),
         };
         let signer = |extra: &[&'static str]| -> anyhow::Result<Dkim> {
             let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
                 anyhow::anyhow!(
-                    "email.dkim.key_file {}: not a {:?} key ({e:?}): RSA wants a PKCS#1 PEM \
+                    "email.dkim.key_file {}: not {name} key ({e:?}): RSA wants a PKCS#1 PEM \
                      (BEGIN RSA PRIVATE KEY), Ed25519 the base64 of its 32 bytes",
                     config.key_file.display(),
-                    config.algorithm
                 )
             })?;
             let headers = [
