@@ -734,3 +734,56 @@ async fn check_reports_the_templates_and_the_smtp_server(pool: PgPool) {
         "{email}"
     );
 }
+
+/// A throttling reply (454, as Amazon SES gives) is waited out within the attempt: the message
+/// goes once the server accepts again, without spending the job's attempts.
+#[sqlx::test(migrations = false)]
+async fn a_throttling_reply_is_waited_out_without_spending_attempts(pool: PgPool) {
+    let t = EmailEnv::new(pool).await;
+    t.sink.set_rules(&[Rule::new(
+        Stage::Data,
+        "*",
+        454,
+        "4.7.0 Throttling failure: Maximum sending rate exceeded",
+    )
+    .times(2)]);
+    let _daemon = t.daemon();
+    let id = t.send(
+        json!({"template": "notice", "to": [{"email": "a@example.com"}],
+                           "vars": {"subject": "s", "text": "t"}}),
+    );
+    let job = t.env.wait_for_state(&id, "completed").await;
+    assert_eq!(
+        job.attempts, 1,
+        "throttling must not cost attempts: {job:?}"
+    );
+    t.sink.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(t.sink.count(), 1);
+    let logs = t.env.daemon_logs();
+    assert!(logs.contains("asks to slow down"), "{logs}");
+}
+
+/// An operator's retry of an email that failed (the server refused it) sends it this time.
+#[sqlx::test(migrations = false)]
+async fn a_retried_failed_email_is_sent_again(pool: PgPool) {
+    let t = EmailEnv::new(pool).await;
+    t.sink
+        .set_rules(&[Rule::new(Stage::Data, "*", 554, "5.7.1 rejected by policy")]);
+    let _daemon = t.daemon();
+    let id = t.send(
+        json!({"template": "notice", "to": [{"email": "a@example.com"}],
+                           "vars": {"subject": "s", "text": "t"}}),
+    );
+    let job = t.env.wait_for_state(&id, "failed").await;
+    assert!(
+        job.last_error
+            .unwrap()
+            .contains("554 5.7.1 rejected by policy")
+    );
+    t.sink.set_rules(&[]);
+    t.env.cli_ok(&["jobs", "retry", &id]);
+    let result = t.env.wait_for_state(&id, "completed").await.result.unwrap();
+    assert_eq!(result["status"], "sent", "{result}");
+    assert_eq!(t.sink.wait_for_messages(1, DEADLINE).await.len(), 1);
+    assert_eq!(t.deliveries(&id).await[0].1, "sent");
+}

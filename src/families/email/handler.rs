@@ -75,12 +75,18 @@ pub async fn send(
     .await
     .map_err(store_error)?;
     let earlier = ledger::of_job(pg, &ctx.id).await.map_err(store_error)?;
-    if let Some(done) = earlier.first().filter(|d| d.status == Status::Sent) {
+    match earlier.first() {
         // An attempt sent it and died before the job's end was journaled.
-        return Ok(json!({
-            "status": "sent", "message_id": id, "reply": done.reply,
-            "note": format!("sent by attempt {}", done.attempt.unwrap_or_default()),
-        }));
+        Some(done) if done.status == Status::Sent => {
+            return Ok(json!({
+                "status": "sent", "message_id": id, "reply": done.reply,
+                "note": format!("sent by attempt {}", done.attempt.unwrap_or_default()),
+            }));
+        }
+        Some(done) if done.status.is_final() => {
+            ledger::reopen(pg, &ctx.id, 0).await.map_err(store_error)?;
+        }
+        _ => {}
     }
 
     let suppressed = suppressions::among(pg, &addresses)

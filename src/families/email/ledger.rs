@@ -72,6 +72,20 @@ pub async fn of_job(pg: &PgPool, job_id: &str) -> sqlx::Result<Vec<Delivery>> {
     .await
 }
 
+/// Makes a message that was refused or suppressed `queued` again: an `email.send` runs after
+/// such an outcome only because an operator retried the job, to send it this time.
+pub async fn reopen(pg: &PgPool, job_id: &str, recipient: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE email_deliveries SET status = 'queued', updated_at = now()
+         WHERE job_id = $1 AND recipient = $2 AND status IN ('failed', 'suppressed')",
+    )
+    .bind(job_id)
+    .bind(recipient)
+    .execute(pg)
+    .await?;
+    Ok(())
+}
+
 /// Marks a message `sending` by this attempt, just before its SMTP transaction. Returns
 /// `false` if it is no longer to be sent (an outcome was written meanwhile).
 pub async fn begin(pg: &PgPool, job_id: &str, recipient: i32, attempt: u32) -> sqlx::Result<bool> {
