@@ -217,9 +217,15 @@ pub enum SuppressionsCommand {
         json: bool,
     },
     /// Stop sending to an address (e.g. after an unsubscribe or a complaint).
-    Add { address: String },
+    Add {
+        /// The address, e.g. parent@example.com (compared without case).
+        address: String,
+    },
     /// Send to an address again (e.g. the mailbox exists again).
-    Remove { address: String },
+    Remove {
+        /// The address, as `list` shows it (compared without case).
+        address: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
