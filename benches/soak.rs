@@ -39,8 +39,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +48,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
 use common::{
-    Daemon, KnobReader, Pipeline, Report, Run, RunSpec, info_field, mib, per_sec, thousands,
+    Daemon, KnobReader, Pipeline, Report, Run, RunSpec, http_get, info_field, mib, per_sec,
+    thousands,
 };
 use quizworker_jobs::diag::Noop;
 use tokio::time::MissedTickBehavior;
@@ -74,8 +74,6 @@ const KEEP_COMPLETED: &str = "30s";
 /// pass can last for minutes: it ends once nothing is older than `keep_completed` (30 s), which
 /// after the last job takes up to that long and a page's work more.
 const PASS_DEADLINE: Duration = Duration::from_secs(60);
-/// A request to the daemon's /metrics fails after this.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     common::main("soak", "soak", Knobs::read, |knobs, harness| {
@@ -557,32 +555,6 @@ async fn completed_jobs(addr: SocketAddr) -> Result<u64> {
     Ok(total as u64)
 }
 
-/// GET over plain HTTP/1.1: the body of a 200 response.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .with_context(|| format!("cannot connect to the daemon's http server at {addr}"))?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .with_context(|| format!("GET {path}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .with_context(|| format!("GET {path}: reading the response"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("GET {path}: not an HTTP response"))?;
-    ensure!(
-        head.split_whitespace().nth(1) == Some("200"),
-        "GET {path}: {}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(body.to_owned())
-}
-
 /// One "maintenance done" line of the daemon's log.
 struct Pass {
     /// When it was logged: the line's timestamp.
@@ -631,26 +603,6 @@ keep_completed = "{KEEP_COMPLETED}"
         &tables,
         common::queue_table("default", 1000, "1m", 5),
     )
-}
-
-/// What only the soak reads off the daemon.
-impl Daemon {
-    /// Where the health and metrics server listens, from the log line "http listening
-    /// addr=...", which comes before the ready line.
-    fn http_addr(&self) -> Result<SocketAddr> {
-        let text = self.log_text();
-        text.lines()
-            .filter(|line| line.contains("http listening"))
-            .find_map(|line| {
-                line.split("addr=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| format!("no \"http listening addr=\" line:\n{}", self.log_tail()))
-    }
 }
 
 /// One figure of the verdict: what it is called and how it is read off a sample.

@@ -1,8 +1,8 @@
-//! What the benchmark programs (throughput, scoring, exports, soak) share: the harness their
-//! `main` is (harness.rs), the run's own Postgres database and Redis prefix, the jobs they enqueue
-//! and wait for, the daemon they start and stop, the Markdown report, and small formatters. Each
-//! bench declares `mod common;`, so this is compiled into each of them; one copy here keeps their
-//! setup, cleanup and report alike, which their figures are compared on.
+//! What the benchmark programs (throughput, scoring, exports, email, soak) share: the harness
+//! their `main` is (harness.rs), the run's own Postgres database and Redis prefix, the jobs they
+//! enqueue and wait for, the daemon they start and stop and its /metrics, the Markdown report,
+//! and small formatters. Each bench declares `mod common;`, so this is compiled into each of them;
+//! one copy here keeps their setup, cleanup and report alike, which their figures are compared on.
 #![allow(dead_code)] // each bench uses a different part of this module
 
 pub mod generated;
@@ -11,6 +11,8 @@ pub mod harness;
 pub use harness::{KnobReader, main};
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -30,6 +32,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 /// ...and exit within this after SIGTERM (its own shutdown timeout is 30 s).
 pub const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A request to the daemon's /metrics fails after this.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a bench counts what the daemon has done while a backlog drains.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -242,10 +247,21 @@ impl Run {
     /// Starts `quizworker run --queues <queue>`, logging to `<log_name>.log` in the run's dir,
     /// and returns once it has logged that it is ready.
     pub async fn start_daemon(&self, log_name: &str) -> Result<Daemon> {
+        self.start_daemon_with(log_name, &[]).await
+    }
+
+    /// [`Run::start_daemon`] with settings of this daemon's own over the run's, such as the port
+    /// of a server the part started (the email bench's SMTP sink).
+    pub async fn start_daemon_with(
+        &self,
+        log_name: &str,
+        env: &[(&str, String)],
+    ) -> Result<Daemon> {
         let log = self.dir.path().join(format!("{log_name}.log"));
         let file = fs::File::create(&log).context("cannot create the daemon's log file")?;
         let child = self
             .command()
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .args(["run", "--queues", &self.queue_name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -711,6 +727,24 @@ impl Daemon {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+
+    /// Where the health and metrics server listens, from the log line "http listening
+    /// addr=...", which comes before the ready line (with `http.listen` on port 0, the port the
+    /// system chose).
+    pub fn http_addr(&self) -> Result<SocketAddr> {
+        let text = self.log_text();
+        text.lines()
+            .filter(|line| line.contains("http listening"))
+            .find_map(|line| {
+                line.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| format!("no \"http listening addr=\" line:\n{}", self.log_tail()))
+    }
 }
 
 impl Drop for Daemon {
@@ -948,6 +982,33 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// GET over plain HTTP/1.1 (the daemon's health and metrics server): the body of a 200
+/// response.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
+        .with_context(|| format!("cannot connect to the daemon's http server at {addr}"))?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .with_context(|| format!("GET {path}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("GET {path}: reading the response"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path}: not an HTTP response"))?;
+    ensure!(
+        head.split_whitespace().nth(1) == Some("200"),
+        "GET {path}: {}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_owned())
 }
 
 /// The value of a `name : value` line of a /proc file.
