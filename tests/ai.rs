@@ -523,3 +523,89 @@ async fn instructions_in_a_question_stay_data_between_the_delimiters(pool: PgPoo
     );
     t.server.verify().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_wait_longer_than_max_retry_wait_ends_the_attempt(pool: PgPool) {
+    let t = AiEnv::new(pool).await;
+    Mock::given(method("POST"))
+        .and(path(COMPLETIONS))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("x-ratelimit-reset-requests", "12ms")
+                .insert_header("x-ratelimit-reset-tokens", "6m0s")
+                .set_body_json(json!({"error": {"message": "Rate limit reached for tokens"}})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&t.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMPLETIONS))
+        .respond_with(clean_reply())
+        .mount(&t.server)
+        .await;
+    let _daemon = t.daemon();
+
+    let id = t.hints(json!([multiplication("q1")]));
+    let job = t.env.wait_for_state(&id, "completed").await;
+    assert_eq!(
+        job.attempts, 2,
+        "the 6-minute wait was not waited out in the attempt"
+    );
+    let error = t.env.attempts(&id).await[0].error.clone().unwrap();
+    assert!(
+        error.contains("answered 429: Rate limit reached for tokens; it asks to wait 6m"),
+        "{error}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_wrong_key_fails_the_job_at_once(pool: PgPool) {
+    let t = AiEnv::new(pool).await;
+    Mock::given(method("POST"))
+        .and(path(COMPLETIONS))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
+            "message": "Incorrect API key provided", "code": "invalid_api_key"}})))
+        .mount(&t.server)
+        .await;
+    let _daemon = t.daemon();
+
+    let questions: Vec<Value> = (0..20).map(|i| multiplication(&format!("q{i}"))).collect();
+    let id = t.hints(Value::Array(questions));
+    let job = t.env.wait_for_state(&id, "failed").await;
+    assert_eq!(job.attempts, 1);
+    let error = job.last_error.unwrap();
+    assert!(
+        error.contains("answered 401: Incorrect API key provided"),
+        "{error}"
+    );
+    assert!(error.contains("check AI_API_KEY"), "{error}");
+    // The questions in flight (ai.concurrency, 4) at most, not one request per question.
+    let requests = t.server.received_requests().await.unwrap().len();
+    assert!(requests <= 4, "{requests} requests");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_unreachable_provider_is_retried_then_the_job_fails(pool: PgPool) {
+    let t = AiEnv::new(pool).await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let _daemon = t
+        .env
+        .spawn_daemon_with(&[], &[("QUIZWORKER_AI__BASE_URL", &base_url)]);
+
+    let id = t.hints(json!([multiplication("q1")]));
+    let job = t.env.wait_for_state(&id, "failed").await;
+    assert_eq!(job.attempts, 3, "every attempt of [queues.ai] max_attempts");
+    let error = job.last_error.unwrap();
+    assert!(error.contains("could not be reached"), "{error}");
+    assert!(error.contains("no attempts left"), "{error}");
+    assert!(
+        t.failures(&id).await.is_empty(),
+        "an outage is no question's failure"
+    );
+}

@@ -192,3 +192,25 @@ fn error_message(body: &str) -> String {
         shorten(&text, ERROR_BODY_BYTES).into_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_for_an_https_api_builds_and_keeps_the_path() {
+        let mut config = crate::config::Config::default().ai;
+        config.base_url = "https://api.openai.com/v1/".into();
+        let provider = Provider::new(&config).unwrap();
+        assert_eq!(provider.url, "https://api.openai.com/v1/chat/completions");
+    }
+
+    #[test]
+    fn an_error_body_is_the_apis_message_or_its_start() {
+        let body = r#"{"error": {"message": "Invalid model", "type": "invalid_request_error"}}"#;
+        assert_eq!(error_message(body), "Invalid model");
+        assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
+        assert_eq!(error_message(""), "(no body)");
+        assert!(error_message(&"x".repeat(10_000)).len() < 500);
+    }
+}
