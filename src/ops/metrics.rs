@@ -53,7 +53,8 @@ pub const EMAIL_MESSAGES: &str = "quizworker_email_messages_total";
 pub const EMAIL_UNRECORDED: &str = "quizworker_email_unrecorded_seconds";
 /// Requests to the AI provider by `outcome`: `answered` (a reply that matches the schema),
 /// `invalid` (one that does not), `refused`, `filtered` (the provider's content filter),
-/// `throttled` (429), `server_error` (5xx), `client_error` (other 4xx), `unreachable`.
+/// `throttled` (429), `server_error` (5xx, 408, 409, or a 2xx whose body is not a completion),
+/// `client_error` (other 4xx), `unreachable`.
 pub const AI_REQUESTS: &str = "quizworker_ai_requests_total";
 /// Tokens the AI provider billed, by `type`: `input`, `cached_input` (part of `input`), `output`.
 pub const AI_TOKENS: &str = "quizworker_ai_tokens_total";
