@@ -105,7 +105,9 @@ fn kinds_help() -> String {
     for kind in quizworker_jobs::catalogue::KINDS {
         help.push_str(&format!("  {:<26}{}\n", kind.name, kind.queue));
     }
-    help.push_str("Payloads: docs/PROTOCOL.md (section 2), docs/SCORING.md, README (Exports).");
+    help.push_str(
+        "Payloads: docs/PROTOCOL.md (section 2), docs/SCORING.md, docs/EMAIL.md, docs/AI.md, README (Exports).",
+    );
     help
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use quizworker_jobs::ai::reply::ResponseFormat;
 use quizworker_jobs::limits::{MAX_JSON_DEPTH_LIMIT, shorten};
 use quizworker_jobs::{Limits, Queue, catalogue};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -26,6 +27,7 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub exports: ExportsConfig,
     pub email: EmailConfig,
+    pub ai: AiConfig,
     /// What a job may be (size, kind, nesting) before the daemon reads it; one over a limit
     /// fails at once, its error naming the limit (`quizworker_jobs::Limits`).
     pub limits: Limits,
@@ -202,6 +204,40 @@ pub struct DkimConfig {
 pub enum DkimAlgorithm {
     Rsa,
     Ed25519,
+}
+
+/// The `ai.*` jobs: the OpenAI-compatible chat-completions API they call (docs/AI.md), and
+/// their limits. The API key comes from the environment (`AI_API_KEY`), never from this file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiConfig {
+    /// The API's base URL, up to and with `/v1`: requests go to `<base_url>/chat/completions`.
+    pub base_url: String,
+    /// The model, as the API names it; part of every hint's cache key.
+    pub model: String,
+    /// `json_schema` (structured output, strict) or `json_object` (plain JSON mode, for a
+    /// server without structured output). Either way every reply is checked against the schema.
+    pub response_format: ResponseFormat,
+    /// Connecting to the API slower than this fails the request (transient).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// One request, from sending it to the end of the reply, longer than this fails (transient).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A 429 or 5xx asking to wait at most this long (`Retry-After`, `x-ratelimit-reset-*`) is
+    /// waited out within the attempt; a longer one ends the attempt as a transient failure,
+    /// retried with the queue's backoff.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_wait: Duration,
+    /// Questions of one `ai.hints` job at most.
+    pub max_questions: usize,
+    /// Requests of one job in flight at once.
+    pub concurrency: usize,
+    /// Prices in USD per million tokens, for the cost recorded with every request: input
+    /// tokens, input tokens the provider served from its prompt cache, output tokens.
+    pub input_price_per_million: f64,
+    pub cached_input_price_per_million: f64,
+    pub output_price_per_million: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -457,6 +493,19 @@ impl Default for Config {
                 },
                 dkim: None,
             },
+            ai: AiConfig {
+                base_url: "http://127.0.0.1:11434/v1".into(),
+                model: "llama3.1:8b".into(),
+                response_format: ResponseFormat::JsonSchema,
+                connect_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(60),
+                max_retry_wait: Duration::from_secs(30),
+                max_questions: 50,
+                concurrency: 4,
+                input_price_per_million: 0.0,
+                cached_input_price_per_million: 0.0,
+                output_price_per_million: 0.0,
+            },
             limits: Limits::default(),
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
@@ -547,6 +596,7 @@ impl Config {
             bail!("journal.max_batch must be at least 1");
         }
         self.validate_email()?;
+        self.validate_ai()?;
         self.validate_limits()
     }
 
@@ -578,6 +628,38 @@ impl Config {
                 "email.unsubscribe_url must be an https:// URL (RFC 8058), got `{}`",
                 email.unsubscribe_url
             );
+        }
+        Ok(())
+    }
+
+    fn validate_ai(&self) -> anyhow::Result<()> {
+        let ai = &self.ai;
+        if !(ai.base_url.starts_with("http://") || ai.base_url.starts_with("https://")) {
+            bail!(
+                "ai.base_url must be an http:// or https:// URL, got `{}`",
+                crate::ops::redact::redacted(&ai.base_url)
+            );
+        }
+        if ai.model.trim().is_empty() {
+            bail!("ai.model must not be empty");
+        }
+        if ai.connect_timeout.is_zero() || ai.request_timeout.is_zero() {
+            bail!("ai.connect_timeout and ai.request_timeout must be more than 0s");
+        }
+        if ai.max_questions == 0 || ai.concurrency == 0 {
+            bail!("ai.max_questions and ai.concurrency must be at least 1");
+        }
+        for (name, price) in [
+            ("input_price_per_million", ai.input_price_per_million),
+            (
+                "cached_input_price_per_million",
+                ai.cached_input_price_per_million,
+            ),
+            ("output_price_per_million", ai.output_price_per_million),
+        ] {
+            if !price.is_finite() || price < 0.0 {
+                bail!("ai.{name} must be a number of at least 0 (got {price})");
+            }
         }
         Ok(())
     }

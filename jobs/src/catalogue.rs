@@ -35,6 +35,7 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::exports::ExportTestReportPdf>(),
     Kind::of::<crate::email::EmailSend>(),
     Kind::of::<crate::email::EmailBulk>(),
+    Kind::of::<crate::ai::AiHints>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

@@ -3,10 +3,11 @@
 //! tier can depend on this crate to build jobs that the daemon will accept.
 //!
 //! One module per job family, holding its payloads and its pure logic: [`diag`], [`scoring`],
-//! [`exports`], [`email`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
+//! [`exports`], [`email`], [`ai`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
 //! every kind is [`catalogue`]; the wire format is [`envelope`], and what the daemon accepts of a
 //! job is [`limits`].
 
+pub mod ai;
 pub mod catalogue;
 pub mod diag;
 pub mod email;

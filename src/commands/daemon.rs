@@ -78,6 +78,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     // Settings no job could mend (a DKIM key or SMTP CA file that does not load, half of the
     // SMTP credentials) stop the daemon here, before it connects or registers anywhere.
     let email = crate::families::email::EmailService::new(&config)?;
+    let ai = crate::families::ai::AiService::new(&config)?;
     let health = Arc::new(Health::default());
     let metrics_handle = metrics::install()?;
     // Up before anything else, so that /healthz answers while we connect and migrate.
@@ -111,6 +112,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     ));
     let services = Services {
         email,
+        ai,
         stopping: stopping.clone(),
         tests: Default::default(),
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),

@@ -1,8 +1,9 @@
-//! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`, `email`), each
-//! holding its handler, its Postgres store and its clients, and [`dispatch`], the one place
-//! that maps a kind to its handler. A handler sees a typed payload, a [`JobContext`] and the
+//! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`, `email`,
+//! `ai`), each holding its handler, its Postgres store and its clients, and [`dispatch`], the
+//! one place that maps a kind to its handler. A handler sees a typed payload, a [`JobContext`] and the
 //! [`Services`], never Redis or the journal's tables. Adding a family: docs/ARCHITECTURE.md.
 
+pub mod ai;
 mod diag;
 pub mod email;
 pub mod exports;
@@ -11,6 +12,7 @@ pub mod scoring;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use quizworker_jobs::ai::AiHints;
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
 use quizworker_jobs::email::{EmailBulk, EmailSend};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
@@ -106,6 +108,8 @@ pub struct Services {
     pub scores: ScoreWriter,
     /// Templates, the SMTP transport and the limits of the `email.*` jobs.
     pub email: email::EmailService,
+    /// The AI provider's client and the settings of the `ai.*` jobs.
+    pub ai: ai::AiService,
     /// Cancelled when the process begins to shut down: a handler of many small steps (a bulk
     /// email) starts no new step, finishes those under way and returns, so nothing is cut off
     /// mid-send when the shutdown timeout runs out.
@@ -117,10 +121,12 @@ pub struct Services {
 }
 
 /// Whether `queue`'s handler takes its queue's rate limit itself, so the executor does not take
-/// a unit per job. True for `emails` only: a unit there is a message, and one bulk job sends
-/// thousands, so its handler calls `services.rates.acquire(Queue::Emails)` before each message.
+/// a unit per job. True for `emails`, where a unit is a message (one bulk job sends thousands,
+/// so its handler calls `services.rates.acquire(Queue::Emails)` before each message), and for
+/// `ai`, where a unit is a request to the provider (one `ai.hints` job makes one per question
+/// not cached, and more for retries; a cached question makes none).
 pub fn meters_own_rate(queue: Queue) -> bool {
-    matches!(queue, Queue::Emails)
+    matches!(queue, Queue::Emails | Queue::Ai)
 }
 
 /// Runs the handler of the envelope's kind.
@@ -160,6 +166,7 @@ pub async fn dispatch(
         }
         EmailSend::KIND => email::send(envelope.payload_as()?, ctx, services).await,
         EmailBulk::KIND => email::bulk(envelope.payload_as()?, ctx, services).await,
+        AiHints::KIND => ai::hints(envelope.payload_as()?, ctx, services).await,
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }

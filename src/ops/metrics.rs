@@ -51,6 +51,16 @@ pub const EMAIL_MESSAGES: &str = "quizworker_email_messages_total";
 /// From the SMTP server's 250 to the delivery ledger's record of it: the only window in which
 /// a crash makes a message go twice (docs/EMAIL.md).
 pub const EMAIL_UNRECORDED: &str = "quizworker_email_unrecorded_seconds";
+/// Requests to the AI provider by `outcome`: `answered` (a reply that matches the schema),
+/// `invalid` (one that does not), `refused`, `filtered` (the provider's content filter),
+/// `throttled` (429), `server_error` (5xx, 408, 409, or a 2xx whose body is not a completion),
+/// `client_error` (other 4xx), `unreachable`.
+pub const AI_REQUESTS: &str = "quizworker_ai_requests_total";
+/// Tokens the AI provider billed, by `type`: `input`, `cached_input` (part of `input`), `output`.
+pub const AI_TOKENS: &str = "quizworker_ai_tokens_total";
+/// Questions of `ai.hints` jobs by `outcome`: `generated`, `cached` (hints stored earlier,
+/// no request), `failed`.
+pub const AI_QUESTIONS: &str = "quizworker_ai_questions_total";
 /// A queue's rate limit (`rate` in `[queues.<queue>]`) in units per second, by `queue`; 0 when
 /// the queue has none (unlimited). Set at start for the queues this process runs.
 pub const QUEUE_RATE_LIMIT: &str = "quizworker_queue_rate_limit_per_second";
@@ -135,6 +145,18 @@ fn describe() {
         EMAIL_UNRECORDED,
         Unit::Seconds,
         "Time from the SMTP server accepting a message to the delivery ledger recording it"
+    );
+    describe_counter!(
+        AI_REQUESTS,
+        "Requests to the AI provider by outcome (answered, invalid, refused, filtered, throttled, server_error, client_error, unreachable)"
+    );
+    describe_counter!(
+        AI_TOKENS,
+        "Tokens the AI provider billed, by type (input, cached_input, output)"
+    );
+    describe_counter!(
+        AI_QUESTIONS,
+        "Questions of ai.hints jobs by outcome (generated, cached, failed)"
     );
     describe_gauge!(
         QUEUE_RATE_LIMIT,
@@ -237,6 +259,23 @@ pub fn email_message(outcome: &'static str) {
 
 pub fn email_unrecorded(window: Duration) {
     histogram!(EMAIL_UNRECORDED).record(window);
+}
+
+/// One request to the AI provider ended; `outcome` is one of [`AI_REQUESTS`]' outcomes.
+pub fn ai_request(outcome: &'static str) {
+    counter!(AI_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+/// The tokens of one reply.
+pub fn ai_tokens(input: u64, cached_input: u64, output: u64) {
+    counter!(AI_TOKENS, "type" => "input").increment(input);
+    counter!(AI_TOKENS, "type" => "cached_input").increment(cached_input);
+    counter!(AI_TOKENS, "type" => "output").increment(output);
+}
+
+/// One question of an `ai.hints` job settled; `outcome` is one of [`AI_QUESTIONS`]' outcomes.
+pub fn ai_question(outcome: &'static str) {
+    counter!(AI_QUESTIONS, "outcome" => outcome).increment(1);
 }
 
 pub fn worker_died(queue: Queue) {
