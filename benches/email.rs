@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use chrono::Utc;
+use common::cpu::{CpuTimes, Watched};
 use common::harness::Harness;
 use common::{Daemon, KnobReader, Report, Run, RunSpec, mib, per_sec, thousands, time_at};
 use futures::{StreamExt, TryStreamExt};
@@ -388,7 +389,7 @@ impl Bench<'_> {
         config.email.smtp.pool_size = u32::try_from(self.knobs.pool)?;
         let mailer = Mailer::new(&config.email)?;
         let templates = email_templates::load(self.templates, "en")?;
-        let cpu_before = CpuTimes::now(std::process::id(), &sink, &self.run.db_name);
+        let cpu_before = CpuTimes::now(sink.watched(std::process::id(), &self.run.db_name));
         futures::stream::iter(0..n)
             .map(|i| {
                 let (mailer, templates) = (&mailer, &templates);
@@ -416,7 +417,9 @@ impl Bench<'_> {
             .try_collect::<()>()
             .await
             .context("a message from the bench's own mailer")?;
-        let cpu = cpu_before.until(&CpuTimes::now(std::process::id(), &sink, &self.run.db_name));
+        let cpu = cpu_before.until(&CpuTimes::now(
+            sink.watched(std::process::id(), &self.run.db_name),
+        ));
 
         let label = format!(
             "Send, SMTP alone: {} messages from the daemon's mailer in the bench (concurrency \
@@ -471,7 +474,7 @@ impl Bench<'_> {
         let before = self.completed_or_failing().await?;
         let commits_before = self.commits().await?;
         let mut daemon = self.start_daemon("daemon-send", &sink, &[]).await?;
-        let cpu_before = CpuTimes::now(daemon.child.id(), &sink, &self.run.db_name);
+        let cpu_before = CpuTimes::now(sink.watched(daemon.child.id(), &self.run.db_name));
         let done = common::sample_until(
             &mut daemon,
             before,
@@ -481,7 +484,9 @@ impl Bench<'_> {
             async || self.completed_or_failing().await,
         )
         .await?;
-        let cpu = cpu_before.until(&CpuTimes::now(daemon.child.id(), &sink, &self.run.db_name));
+        let cpu = cpu_before.until(&CpuTimes::now(
+            sink.watched(daemon.child.id(), &self.run.db_name),
+        ));
         let peak = daemon.status_kb("VmHWM")?;
         let window = unrecorded_window(&daemon).await?;
         daemon.stop().await?;
@@ -606,11 +611,13 @@ impl Bench<'_> {
             .await?;
         let idle = daemon.status_kb("VmRSS")?;
         let commits_before = self.commits().await?;
-        let cpu_before = CpuTimes::now(daemon.child.id(), &sink, &self.run.db_name);
+        let cpu_before = CpuTimes::now(sink.watched(daemon.child.id(), &self.run.db_name));
         let started = Instant::now();
         let row = self.run.wait_for_job(&mut daemon, id).await?;
         let wall = started.elapsed().as_secs_f64();
-        let cpu = cpu_before.until(&CpuTimes::now(daemon.child.id(), &sink, &self.run.db_name));
+        let cpu = cpu_before.until(&CpuTimes::now(
+            sink.watched(daemon.child.id(), &self.run.db_name),
+        ));
         let peak = daemon.status_kb("VmHWM")?;
         let window = unrecorded_window(&daemon).await?;
         daemon.stop().await?;
@@ -801,6 +808,16 @@ struct Arrival {
 }
 
 impl Sink {
+    /// The processes whose CPU a part reports: `worker` (the daemon, or the bench itself) and
+    /// this server.
+    fn watched<'a>(&self, worker: u32, db_name: &'a str) -> Watched<'a> {
+        Watched {
+            daemon: worker,
+            other: Some(("the SMTP server", self.child.id())),
+            db_name,
+        }
+    }
+
     fn start() -> Result<Sink> {
         let dir = tempfile::tempdir().context("cannot create the SMTP server's dir")?;
         let log = fs::File::create(dir.path().join("sink.log"))?;
@@ -1069,150 +1086,6 @@ impl Histogram {
             self.count
         );
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU
-
-/// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes,
-/// Redis and the SMTP server, and by the whole machine, from /proc. Postgres' backends serving
-/// the run's database (its name is in their process title) are told from its other processes
-/// (the WAL writer, the checkpointer, other databases' backends). As benches/scoring.rs' own,
-/// with the SMTP server.
-struct CpuTimes {
-    at: Instant,
-    daemon: u64,
-    /// Per pid: a process started between two readings counts from 0.
-    backends: HashMap<u32, u64>,
-    postgres: HashMap<u32, u64>,
-    redis: u64,
-    sink: u64,
-    /// The machine's busy and total ticks, all CPUs together (/proc/stat).
-    machine_busy: u64,
-    machine_total: u64,
-}
-
-/// Average cores busy between two [`CpuTimes`].
-struct Cores {
-    wall: f64,
-    daemon: f64,
-    backends: f64,
-    postgres: f64,
-    redis: f64,
-    sink: f64,
-    machine: f64,
-    cpus: f64,
-}
-
-impl CpuTimes {
-    /// `daemon_pid` is the daemon's, or the bench's own when it sends the messages itself.
-    fn now(daemon_pid: u32, sink: &Sink, db_name: &str) -> CpuTimes {
-        let sink_pid = sink.child.id();
-        let mut times = CpuTimes {
-            at: Instant::now(),
-            daemon: 0,
-            backends: HashMap::new(),
-            postgres: HashMap::new(),
-            redis: 0,
-            sink: 0,
-            machine_busy: 0,
-            machine_total: 0,
-        };
-        for pid in common::pids() {
-            let Some((command, ticks)) = common::process_ticks(pid) else {
-                continue;
-            };
-            if pid == daemon_pid {
-                times.daemon = ticks;
-            } else if pid == sink_pid {
-                times.sink = ticks;
-            } else if command == "postgres" {
-                if common::serves_database(pid, db_name) {
-                    times.backends.insert(pid, ticks);
-                } else {
-                    times.postgres.insert(pid, ticks);
-                }
-            } else if command == "redis-server" {
-                times.redis += ticks;
-            }
-        }
-        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-        if let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) {
-            // user nice system idle iowait irq softirq steal ...
-            let fields: Vec<u64> = line
-                .split_whitespace()
-                .skip(1)
-                .take(8)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            times.machine_total = fields.iter().sum();
-            times.machine_busy = times.machine_total
-                - fields.get(3).copied().unwrap_or(0)
-                - fields.get(4).copied().unwrap_or(0);
-        }
-        times
-    }
-
-    /// What was used from `self` to `later`; `None` if /proc could not tell.
-    fn until(&self, later: &CpuTimes) -> Option<Cores> {
-        let wall = later.at.duration_since(self.at).as_secs_f64();
-        if wall <= 0.0 || later.machine_total <= self.machine_total {
-            return None;
-        }
-        let tick = common::clock_ticks_per_sec().unwrap_or(100.0);
-        let cores = |ticks: u64| ticks as f64 / tick / wall;
-        let since = |before: &HashMap<u32, u64>, after: &HashMap<u32, u64>| -> u64 {
-            after
-                .iter()
-                .map(|(pid, &t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
-                .sum()
-        };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        Some(Cores {
-            wall,
-            daemon: cores(later.daemon.saturating_sub(self.daemon)),
-            backends: cores(since(&self.backends, &later.backends)),
-            postgres: cores(since(&self.postgres, &later.postgres)),
-            redis: cores(later.redis.saturating_sub(self.redis)),
-            sink: cores(later.sink.saturating_sub(self.sink)),
-            machine: (later.machine_busy - self.machine_busy) as f64
-                / (later.machine_total - self.machine_total) as f64
-                * cpus,
-            cpus,
-        })
-    }
-}
-
-impl Cores {
-    fn describe(&self) -> String {
-        let rest =
-            self.machine - self.daemon - self.backends - self.postgres - self.redis - self.sink;
-        format!(
-            "daemon {:.2}, its Postgres backends {:.2}, Postgres' other processes {:.2}, Redis \
-             {:.2}, the SMTP server {:.2}, the rest {rest:.2}; machine {:.2} of {:.0}",
-            self.daemon,
-            self.backends,
-            self.postgres,
-            self.redis,
-            self.sink,
-            self.machine,
-            self.cpus
-        )
-    }
-
-    /// CPU milliseconds per message, of `n` sent in the interval.
-    fn per_unit(&self, n: u64) -> String {
-        let ms = |cores: f64| cores * self.wall * 1000.0 / n as f64;
-        format!(
-            "daemon {:.2} ms, its Postgres backends {:.2} ms, Postgres' other processes {:.2} ms, \
-             Redis {:.2} ms, the SMTP server {:.2} ms",
-            ms(self.daemon),
-            ms(self.backends),
-            ms(self.postgres),
-            ms(self.redis),
-            ms(self.sink)
-        )
     }
 }
 

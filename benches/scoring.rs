@@ -38,14 +38,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::fs;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
+use common::cpu::{CpuTimes, Watched};
 use common::generated::{Tally, Workload};
 use common::{KnobReader, Report, Run, RunSpec, mib, per_sec, percentile, time_at};
 use quizworker_jobs::scoring::ScoreAttempt;
@@ -370,7 +369,11 @@ impl Bench<'_> {
             self.knobs.concurrency
         );
         let mut daemon = self.run.start_daemon("daemon-second").await?;
-        let cpu_before = CpuTimes::now(daemon.child.id(), &self.run.db_name);
+        let cpu_before = CpuTimes::now(Watched {
+            daemon: daemon.child.id(),
+            other: None,
+            db_name: &self.run.db_name,
+        });
         // The seed attempt's result is already there.
         let done = common::sample_until(
             &mut daemon,
@@ -381,7 +384,11 @@ impl Bench<'_> {
             async || self.stored_unless_failing().await,
         )
         .await?;
-        let cpu_after = CpuTimes::now(daemon.child.id(), &self.run.db_name);
+        let cpu_after = CpuTimes::now(Watched {
+            daemon: daemon.child.id(),
+            other: None,
+            db_name: &self.run.db_name,
+        });
         let peak = daemon.status_kb("VmHWM")?;
         daemon.stop().await?;
 
@@ -406,7 +413,7 @@ impl Bench<'_> {
                  processes, the kernel's threads, this bench, other load)",
                 cores.describe(),
             );
-            report.figure("CPU per stored attempt", cores.per_job(jobs));
+            report.figure("CPU per stored attempt", cores.per_unit(jobs));
         }
         report.figure("Peak RSS while draining (VmHWM)", mib(peak));
         Ok(())
@@ -505,130 +512,4 @@ impl Bench<'_> {
 /// QUIZWORKER_QUEUES__SCORING__CONCURRENCY.
 fn config_toml() -> String {
     common::config_toml("scoring", "", common::queue_table("scoring", 256, "5m", 5))
-}
-
-/// CPU time used so far (user + system, in clock ticks) by the daemon, Postgres' processes and
-/// Redis, and by the whole machine, from /proc. Postgres' backends serving the run's database
-/// (its name is in their process title) are told from its other processes: the WAL writer,
-/// the checkpointer, and backends of other databases, which may belong to other load.
-struct CpuTimes {
-    at: Instant,
-    daemon: u64,
-    /// Per pid: a process started between two readings counts from 0. Processes that exit
-    /// between two readings (autovacuum workers) are missed: they count as the rest. The
-    /// daemon's connections live until it stops.
-    backends: HashMap<u32, u64>,
-    postgres: HashMap<u32, u64>,
-    redis: u64,
-    /// The machine's busy and total ticks, all CPUs together (/proc/stat).
-    machine_busy: u64,
-    machine_total: u64,
-}
-
-/// Average cores busy between two [`CpuTimes`].
-struct Cores {
-    wall: f64,
-    daemon: f64,
-    backends: f64,
-    postgres: f64,
-    redis: f64,
-    machine: f64,
-    cpus: f64,
-}
-
-impl CpuTimes {
-    fn now(daemon_pid: u32, db_name: &str) -> CpuTimes {
-        let mut times = CpuTimes {
-            at: Instant::now(),
-            daemon: 0,
-            backends: HashMap::new(),
-            postgres: HashMap::new(),
-            redis: 0,
-            machine_busy: 0,
-            machine_total: 0,
-        };
-        for pid in common::pids() {
-            let Some((command, ticks)) = common::process_ticks(pid) else {
-                continue;
-            };
-            if pid == daemon_pid {
-                times.daemon = ticks;
-            } else if command == "postgres" {
-                if common::serves_database(pid, db_name) {
-                    times.backends.insert(pid, ticks);
-                } else {
-                    times.postgres.insert(pid, ticks);
-                }
-            } else if command == "redis-server" {
-                times.redis += ticks;
-            }
-        }
-        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-        if let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) {
-            // user nice system idle iowait irq softirq steal ...
-            let fields: Vec<u64> = line
-                .split_whitespace()
-                .skip(1)
-                .take(8)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            times.machine_total = fields.iter().sum();
-            times.machine_busy = times.machine_total
-                - fields.get(3).copied().unwrap_or(0)
-                - fields.get(4).copied().unwrap_or(0);
-        }
-        times
-    }
-
-    /// What was used from `self` to `later`; `None` if /proc could not tell.
-    fn until(&self, later: &CpuTimes) -> Option<Cores> {
-        let wall = later.at.duration_since(self.at).as_secs_f64();
-        if wall <= 0.0 || later.machine_total <= self.machine_total {
-            return None;
-        }
-        let tick = common::clock_ticks_per_sec().unwrap_or(100.0);
-        let cores = |ticks: u64| ticks as f64 / tick / wall;
-        let since = |before: &HashMap<u32, u64>, after: &HashMap<u32, u64>| -> u64 {
-            after
-                .iter()
-                .map(|(pid, &t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
-                .sum()
-        };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        Some(Cores {
-            wall,
-            daemon: cores(later.daemon.saturating_sub(self.daemon)),
-            backends: cores(since(&self.backends, &later.backends)),
-            postgres: cores(since(&self.postgres, &later.postgres)),
-            redis: cores(later.redis.saturating_sub(self.redis)),
-            machine: (later.machine_busy - self.machine_busy) as f64
-                / (later.machine_total - self.machine_total) as f64
-                * cpus,
-            cpus,
-        })
-    }
-}
-
-impl Cores {
-    fn describe(&self) -> String {
-        let rest = self.machine - self.daemon - self.backends - self.postgres - self.redis;
-        format!(
-            "daemon {:.2}, its Postgres backends {:.2}, Postgres' other processes {:.2}, Redis \
-             {:.2}, the rest {rest:.2}; machine {:.2} of {:.0}",
-            self.daemon, self.backends, self.postgres, self.redis, self.machine, self.cpus
-        )
-    }
-
-    /// CPU milliseconds per job, of `jobs` done in the interval.
-    fn per_job(&self, jobs: u64) -> String {
-        let ms = |cores: f64| cores * self.wall * 1000.0 / jobs as f64;
-        format!(
-            "daemon {:.2} ms, its Postgres backends {:.2} ms, Postgres' other processes {:.2} ms, \
-             Redis {:.2} ms",
-            ms(self.daemon),
-            ms(self.backends),
-            ms(self.postgres),
-            ms(self.redis)
-        )
-    }
 }

@@ -5,6 +5,7 @@
 //! one copy here keeps their setup, cleanup and report alike, which their figures are compared on.
 #![allow(dead_code)] // each bench uses a different part of this module
 
+pub mod cpu;
 pub mod generated;
 pub mod harness;
 
