@@ -83,6 +83,9 @@ pub enum Command {
     /// directory, or --out, and print what the job would record (path, size, SHA-256).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// What the AI jobs asked of the provider, and what it cost.
+    #[command(subcommand)]
+    Ai(AiCommand),
     /// Preview email templates offline; see what was sent; the suppression list.
     #[command(subcommand)]
     Email(EmailCommand),
@@ -172,6 +175,20 @@ pub enum ExportCommand {
         /// The directory to write into (default: `exports.directory` of the config).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AiCommand {
+    /// Requests, tokens and cost by day (UTC), model and kind, from the usage ledger (every
+    /// reply the provider billed, whatever became of it).
+    Usage {
+        /// How far back, e.g. 24h, 7d, 30d.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

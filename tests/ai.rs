@@ -609,3 +609,65 @@ async fn an_unreachable_provider_is_retried_then_the_job_fails(pool: PgPool) {
         "an outage is no question's failure"
     );
 }
+
+/// `ai usage` adds up the ledger by day, model and kind, over the span asked for.
+#[sqlx::test]
+async fn ai_usage_sums_requests_tokens_and_cost_by_day_model_and_kind(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let rows = [
+        // (model, outcome, input, cached, output, cost, age in hours)
+        ("gpt-4o-mini", "answered", 1000, 200, 300, 0.0015, 1),
+        ("gpt-4o-mini", "leak", 900, 0, 250, 0.0012, 1),
+        ("llama3.1:8b", "answered", 500, 0, 100, 0.0, 1),
+        ("gpt-4o-mini", "answered", 7000, 0, 900, 0.01, 24 * 10),
+    ];
+    for (model, outcome, input, cached, output, cost, hours) in rows {
+        sqlx::query(
+            "INSERT INTO ai_usage (job_id, kind, model, prompt_version, outcome, input_tokens,
+                                   cached_tokens, output_tokens, cost_usd, duration_ms, created_at)
+             VALUES ('j', 'ai.hints', $1, 'hints-v1', $2, $3, $4, $5, $6, 100,
+                     now() - make_interval(hours => $7))",
+        )
+        .bind(model)
+        .bind(outcome)
+        .bind(input as i64)
+        .bind(cached as i64)
+        .bind(output as i64)
+        .bind(cost)
+        .bind(hours)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    let usage = env.cli_json(&["ai", "usage", "--since", "7d", "--json"]);
+    let by_model: Vec<(&str, i64, i64, i64, i64, f64)> = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap(),
+                r["requests"].as_i64().unwrap(),
+                r["input_tokens"].as_i64().unwrap(),
+                r["cached_tokens"].as_i64().unwrap(),
+                r["output_tokens"].as_i64().unwrap(),
+                r["cost_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    // The row of ten days ago is outside the span; a billed leak counts like any reply.
+    assert_eq!(by_model.len(), 2, "{usage}");
+    let (_, requests, input, cached, output, cost) = by_model
+        .iter()
+        .find(|r| r.0 == "gpt-4o-mini")
+        .copied()
+        .unwrap();
+    assert_eq!((requests, input, cached, output), (2, 1900, 200, 550));
+    assert!((cost - 0.0027).abs() < 1e-9, "{cost}");
+
+    let everything = env.cli_json(&["ai", "usage", "--since", "30d", "--json"]);
+    assert_eq!(everything.as_array().unwrap().len(), 3, "{everything}");
+    let table = env.cli_ok(&["ai", "usage"]);
+    assert!(table.contains("total"), "{table}");
+    assert!(table.contains("0.0027"), "{table}");
+}

@@ -1,6 +1,7 @@
 //! One module per group of subcommands; `execute` is the dispatch point. `failure` says how a
 //! command that fails ends (its exit code, its message).
 
+mod ai;
 mod daemon;
 mod email;
 mod enqueue;
@@ -45,6 +46,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => enqueue::enqueue(&config, args).await,
         Command::Score { .. } => unreachable!("handled above"),
         Command::Export(command) => export::execute(&config, command).await,
+        Command::Ai(command) => ai::execute(&config, command).await,
         Command::Email(command) => email::execute(&config, command).await,
         Command::Jobs(command) => jobs::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,
