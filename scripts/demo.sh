@@ -2,7 +2,9 @@
 # Brings up Redis and PostgreSQL, builds quizworker, runs the daemon on a demo workload of
 # diagnostic jobs, shows the queues until the work is done, lists the jobs, shows a completed
 # and a failed one; then scores a test attempt, writes its report card and emails it to a parent
-# through a local SMTP sink (tests/smtp_sink.py), showing the message that arrived; and stops
+# through a local SMTP sink (tests/smtp_sink.py), showing the message that arrived; asks for AI
+# hints of two questions from a stand-in for an LLM API (scripts/ai_mock.py, no key needed),
+# twice, the second time from the cache; and stops
 # the daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log, the mail to
 # target/demo-mail.jsonl, the report card to target/demo-exports/. It ends by saying what to try
 # next.
@@ -91,6 +93,13 @@ export QUIZWORKER_EMAIL__SMTP__PORT=$SMTP_PORT
 export QUIZWORKER_EMAIL__TEMPLATES=docs/templates
 export QUIZWORKER_EMAIL__FROM="ACME Academy <results@acme.test>"
 export QUIZWORKER_EXPORTS__DIRECTORY=target/demo-exports
+
+# --- a stand-in for an LLM API, for the AI step -------------------------------------------------
+coproc AI_MOCK { exec python3 scripts/ai_mock.py 2>>target/demo-ai-mock.log; }
+read -r -t 30 mock_line <&"${AI_MOCK[0]}" || { say "the AI mock did not start (target/demo-ai-mock.log)" >&2; exit 1; }
+say "OpenAI-compatible mock on 127.0.0.1:${mock_line##* }"
+export QUIZWORKER_AI__BASE_URL="http://127.0.0.1:${mock_line##* }/v1"
+export QUIZWORKER_AI__MODEL=demo-mock
 
 # --- the daemon -------------------------------------------------------------------------------
 : >"$LOG"
@@ -241,6 +250,36 @@ for line in open(sys.argv[1]):
     print("  " + m.get_body(("plain",)).get_content().strip().replace("\n", "\n  "))
 PY
 
+# --- AI hints -------------------------------------------------------------------------------------
+# Three graded hints per question from the (mock) model, stored; the same questions again are
+# answered from the cache, with no request.
+echo
+say "AI step: ai.hints for two questions, twice (the second from the cache)"
+questions='{"questions": [
+  {"id": "q1", "type": "mcq", "text": "Which planet is the largest?",
+   "options": [{"id": "A", "text": "Mars"}, {"id": "B", "text": "Jupiter"}, {"id": "C", "text": "Venus"}],
+   "answer": "B"},
+  {"id": "q2", "type": "integer", "text": "A train covers 240 km in 3 hours. Its speed in km/h?", "answer": "80"}]}'
+hints=$("$BIN" enqueue ai.hints --payload "$questions")
+wait_state "$hints" completed
+again=$("$BIN" enqueue ai.hints --payload "$questions")
+wait_state "$again" completed
+echo "--- the hints (quizworker jobs show $hints --json: its result)"
+/usr/bin/python3 - "$("$BIN" jobs show "$hints" --json)" "$("$BIN" jobs show "$again" --json)" <<'PY'
+import json, sys
+first, again = (json.loads(arg)["result"] for arg in sys.argv[1:3])
+print(f"model {first['model']}, prompt {first['prompt_version']}: "
+      f"{first['generated']} generated, {first['cached']} cached")
+for q in first["results"]:
+    print(f"{q['id']} ({q['status']}):")
+    for level in ("nudge", "method", "near_solution"):
+        print(f"  {level}: {q['hints'][level]}")
+print(f"the same questions again: {again['cached']} of {again['questions']} from the cache")
+PY
+echo
+echo "--- quizworker ai usage"
+"$BIN" ai usage
+
 # --- stop ------------------------------------------------------------------------------------
 echo
 say "stopping the daemon with SIGTERM"
@@ -269,4 +308,5 @@ say "  $BIN jobs list --state failed; $BIN queues; $BIN --help"
 say "  $BIN email deliveries $mail      # the email: its message, status and the server's reply"
 say "  $BIN email preview result-ready --templates docs/templates --locale hi --vars FILE.json"
 say "  The email as received: $MAIL (one JSON line per message; data_b64 is the raw message)."
+say "  $BIN jobs show $hints      # ai.hints: three graded hints per question; $BIN ai usage"
 say "  The daemon's log: $LOG. Settings: config.toml (README, Configuration)."
