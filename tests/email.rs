@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Daemon, FAST_CONFIG, TestEnv};
+use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv};
 use common::{Rule, SmtpSink, Stage, message_to};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -74,6 +74,16 @@ struct EmailEnv {
 impl EmailEnv {
     async fn new(pool: PgPool) -> EmailEnv {
         let env = TestEnv::with_config(pool, &config()).await;
+        Self::around(env)
+    }
+
+    /// On a Redis of the test's own (see [`OwnRedis`]), for tests that kill its connections.
+    async fn with_redis(pool: PgPool, redis: &OwnRedis) -> EmailEnv {
+        let env = TestEnv::with_redis(pool, &config(), &redis.url).await;
+        Self::around(env)
+    }
+
+    fn around(env: TestEnv) -> EmailEnv {
         write_templates(&env.dir.path().join("templates"));
         EmailEnv {
             env,
@@ -786,4 +796,52 @@ async fn a_retried_failed_email_is_sent_again(pool: PgPool) {
     assert_eq!(result["status"], "sent", "{result}");
     assert_eq!(t.sink.wait_for_messages(1, DEADLINE).await.len(), 1);
     assert_eq!(t.deliveries(&id).await[0].1, "sent");
+}
+
+/// Redis drops every connection of the daemon (a failover, CLIENT KILL) in the middle of a bulk:
+/// the job runs on in its process, is not run a second time, and each recipient gets one message.
+#[sqlx::test(migrations = false)]
+async fn redis_connections_killed_mid_bulk_send_each_recipient_once(pool: PgPool) {
+    // A Redis of its own: killing every client of the shared one would hit other tests.
+    let redis = OwnRedis::start();
+    let t = EmailEnv::with_redis(pool, &redis).await;
+    let daemon = t.daemon_with(&[]);
+    let recipients: Vec<Value> = (0..400)
+        .map(|i| json!({"email": format!("k{i}@example.com"), "vars": {"n": i}}))
+        .collect();
+    let id = t.env.enqueue(
+        "email.bulk",
+        &json!({"template": "newsletter", "recipients": recipients}).to_string(),
+        &[],
+    );
+    t.sink.wait_for_count(50, DEADLINE).await;
+    let killed: i64 = t
+        .env
+        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"]))
+        .await;
+    let _: i64 = t
+        .env
+        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"]))
+        .await;
+    assert!(killed > 0, "the daemon had connections to kill");
+    daemon.wait_for_log("the worker died");
+
+    let job = t.env.wait_for_state(&id, "completed").await;
+    assert_eq!(
+        job.attempts,
+        1,
+        "the bulk ran once: {job:?}\n{}",
+        daemon.log_text()
+    );
+    let messages = t.sink.wait_for_messages(400, DEADLINE).await;
+    let mut per_recipient: HashMap<&str, usize> = HashMap::new();
+    for m in &messages {
+        *per_recipient.entry(m.rcpt_tos[0].as_str()).or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), 400);
+    assert!(
+        per_recipient.values().all(|n| *n == 1),
+        "a recipient got two copies"
+    );
+    assert_eq!(messages.len(), 400);
 }
