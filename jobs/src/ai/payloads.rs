@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::ai::leak::Number;
 use crate::limits::{ECHO_BYTES, shorten};
 use crate::payload::{JobPayload, Queue};
+/// The question types of docs/SCORING.md: the same names on the wire as in a test.
+pub use crate::scoring::QuestionType;
 
 /// Three graded hints (a nudge, a method, a near-solution) for each question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,16 +45,6 @@ pub struct HintQuestion {
     /// `numeric` only: a hint stating any number within `answer` ± `tolerance` is a leak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuestionType {
-    Mcq,
-    Msq,
-    Integer,
-    Numeric,
-    Subjective,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,16 +101,6 @@ fn content(question: &HintQuestion) -> Content<'_> {
     }
 }
 
-fn type_name(kind: QuestionType) -> &'static str {
-    match kind {
-        QuestionType::Mcq => "mcq",
-        QuestionType::Msq => "msq",
-        QuestionType::Integer => "integer",
-        QuestionType::Numeric => "numeric",
-        QuestionType::Subjective => "subjective",
-    }
-}
-
 /// The question as JSON text that cannot hold `<`, `>` or `&` (each escaped inside its string).
 fn question_json(question: &HintQuestion) -> String {
     let text = serde_json::to_string(&content(question))
@@ -138,7 +128,7 @@ fn key_rule(kind: QuestionType) -> &'static str {
 
 /// The prompt of one question.
 pub fn render(question: &HintQuestion) -> Result<Prompt, minijinja::Error> {
-    let kind = type_name(question.kind);
+    let kind = question.kind.name();
     let system = TEMPLATES.get_template("system.txt")?.render(context! {
         types => "mcq, msq, integer, numeric or subjective",
         rule => key_rule(question.kind),
