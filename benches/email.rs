@@ -106,9 +106,10 @@ const AIM_RSS_MB: f64 = 100.0;
 
 fn main() -> ExitCode {
     common::main("email", "bench", Knobs::read, |knobs, harness| {
-        harness
-            .report
-            .machine("Load average at start (/proc/loadavg)", load_average());
+        harness.report.machine(
+            "Load average at start (/proc/loadavg)",
+            common::load_average(),
+        );
         harness.report.machine(
             "SMTP server (tests/smtp_sink.py --count-only)",
             sink_version(),
@@ -120,15 +121,11 @@ fn main() -> ExitCode {
              mail with `List-Unsubscribe`",
         );
         run(knobs, harness);
-        harness
-            .report
-            .machine("Load average at end (/proc/loadavg)", load_average());
+        harness.report.machine(
+            "Load average at end (/proc/loadavg)",
+            common::load_average(),
+        );
     })
-}
-
-/// The 1, 5 and 15 minute load averages: other load on the machine skews every figure.
-fn load_average() -> String {
-    common::load_averages().map_or("unknown".into(), |loads| loads.join(" "))
 }
 
 /// aiosmtpd's and Python's versions.
@@ -471,7 +468,7 @@ impl Bench<'_> {
             self.knobs.concurrency, self.knobs.pool
         );
         let sink = Sink::start()?;
-        let before = self.completed_or_failing().await?;
+        let before = self.run.completed_or_failing().await?;
         let commits_before = self.commits().await?;
         let mut daemon = self.start_daemon("daemon-send", &sink, &[]).await?;
         let cpu_before = CpuTimes::now(sink.watched(daemon.child.id(), &self.run.db_name));
@@ -481,7 +478,7 @@ impl Bench<'_> {
             n as u64,
             "email.send job completed",
             "jobs completed",
-            async || self.completed_or_failing().await,
+            async || self.run.completed_or_failing().await,
         )
         .await?;
         let cpu = cpu_before.until(&CpuTimes::now(
@@ -726,25 +723,6 @@ impl Bench<'_> {
 
     // -----------------------------------------------------------------------------------------
     // The journal and the ledger
-
-    /// Completed jobs; fails at once if one failed or waits for a retry.
-    async fn completed_or_failing(&self) -> Result<u64> {
-        let (completed, failing, error): (i64, i64, Option<String>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'completed'),
-                    count(*) FILTER (WHERE state IN ('failed', 'retrying')),
-                    max(last_error) FILTER (WHERE state IN ('failed', 'retrying'))
-               FROM jobs",
-        )
-        .fetch_one(&self.run.pg)
-        .await
-        .context("count completed jobs")?;
-        ensure!(
-            failing == 0,
-            "{failing} jobs failed or wait for a retry; one: {}",
-            error.unwrap_or_default()
-        );
-        Ok(completed as u64)
-    }
 
     /// The handler's time of a job's (only) attempt, in seconds.
     async fn handler_secs(&self, id: &str) -> Result<f64> {

@@ -78,9 +78,10 @@ const AIM_CARDS_PER_SEC: f64 = 100.0;
 
 fn main() -> ExitCode {
     common::main("exports", "bench", Knobs::read, |knobs, harness| {
-        harness
-            .report
-            .machine("Load average at start (/proc/loadavg)", load_average());
+        harness.report.machine(
+            "Load average at start (/proc/loadavg)",
+            common::load_average(),
+        );
         match Workload::new(TEST_ID) {
             Err(e) => harness.fail("the test", e),
             Ok(workload) => {
@@ -92,15 +93,11 @@ fn main() -> ExitCode {
                 run(knobs, &workload, harness);
             }
         }
-        harness
-            .report
-            .machine("Load average at end (/proc/loadavg)", load_average());
+        harness.report.machine(
+            "Load average at end (/proc/loadavg)",
+            common::load_average(),
+        );
     })
-}
-
-/// The 1, 5 and 15 minute load averages: other load on the machine skews every figure.
-fn load_average() -> String {
-    common::load_averages().map_or("unknown".into(), |loads| loads.join(" "))
 }
 
 /// Sets up, runs both parts, cleans up.
@@ -465,7 +462,7 @@ impl Bench<'_> {
             n as u64,
             "report card completed",
             "report cards completed",
-            async || self.completed_or_failing().await,
+            async || self.run.completed_or_failing().await,
         )
         .await?;
         let cpu = self.cpu(&daemon).since(&cpu_before);
@@ -676,25 +673,6 @@ impl Bench<'_> {
             .context("read the job's attempt")?;
         // A job of under a millisecond still counts as one.
         Ok(ms.max(1) as f64 / 1000.0)
-    }
-
-    /// Completed jobs; fails at once if one failed or waits for a retry.
-    async fn completed_or_failing(&self) -> Result<u64> {
-        let (completed, failing, error): (i64, i64, Option<String>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'completed'),
-                    count(*) FILTER (WHERE state IN ('failed', 'retrying')),
-                    max(last_error) FILTER (WHERE state IN ('failed', 'retrying'))
-               FROM jobs",
-        )
-        .fetch_one(&self.run.pg)
-        .await
-        .context("count completed jobs")?;
-        ensure!(
-            failing == 0,
-            "{failing} jobs failed or wait for a retry; one: {}",
-            error.unwrap_or_default()
-        );
-        Ok(completed as u64)
     }
 
     /// CPU used so far by the daemon and by the Postgres backends of the run's database.

@@ -342,6 +342,25 @@ impl Run {
         Ok(n as u64)
     }
 
+    /// Completed jobs; fails at once if one failed or waits for a retry.
+    pub async fn completed_or_failing(&self) -> Result<u64> {
+        let (completed, failing, error): (i64, i64, Option<String>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'completed'),
+                    count(*) FILTER (WHERE state IN ('failed', 'retrying')),
+                    max(last_error) FILTER (WHERE state IN ('failed', 'retrying'))
+               FROM jobs",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .context("count completed jobs")?;
+        ensure!(
+            failing == 0,
+            "{failing} jobs failed or wait for a retry; one: {}",
+            error.unwrap_or_default()
+        );
+        Ok(completed as u64)
+    }
+
     /// What the journal shows of the jobs of `kind` and of all attempts.
     pub async fn journal_counts(&self, kind: &str) -> Result<JournalCounts> {
         let (jobs, completed, one_attempt, attempts, completed_attempts) = sqlx::query_as(
@@ -1119,8 +1138,13 @@ pub fn backends_cpu_seconds(db_name: &str) -> f64 {
         .sum()
 }
 
-/// The 1, 5 and 15 minute load averages (/proc/loadavg): other load on the machine skews every
-/// figure, so the reports say how much there was.
+/// The 1, 5 and 15 minute load averages as one line ("0.52 0.61 0.70"), or "unknown": other
+/// load on the machine skews every figure, so the reports say how much there was.
+pub fn load_average() -> String {
+    load_averages().map_or("unknown".into(), |loads| loads.join(" "))
+}
+
+/// The 1, 5 and 15 minute load averages (/proc/loadavg).
 pub fn load_averages() -> Option<[String; 3]> {
     let text = fs::read_to_string("/proc/loadavg").ok()?;
     let mut fields = text.split_whitespace().map(str::to_owned);
