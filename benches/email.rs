@@ -425,14 +425,7 @@ impl Bench<'_> {
             self.knobs.pool
         );
         let arrivals = Arrivals::read(&sink)?;
-        report.figure(
-            format!("{label}: messages/s at the server (first arrival to last)"),
-            format!(
-                "{} ({:.2} s)",
-                per_sec(arrivals.rate(), "messages"),
-                arrivals.span()
-            ),
-        );
+        arrivals.report_rate(report, &label, false);
         if let Some(cores) = cpu {
             report.figure(
                 format!("{label}: CPU per message (\"daemon\": the bench)"),
@@ -496,15 +489,7 @@ impl Bench<'_> {
             self.knobs.pool
         );
         let arrivals = Arrivals::read(&sink)?;
-        let at_server = arrivals.rate();
-        report.figure(
-            format!("**{label}: messages/s at the server** (first arrival to last)"),
-            format!(
-                "**{}** ({:.2} s)",
-                per_sec(at_server, "messages"),
-                arrivals.span()
-            ),
-        );
+        let at_server = arrivals.report_rate(report, &label, true);
         let total_secs = time_at(&done, n as u64);
         report.figure(
             format!("{label}: jobs/s, daemon ready to last completion"),
@@ -621,15 +606,7 @@ impl Bench<'_> {
         let commits = self.commits().await? - commits_before;
 
         let arrivals = Arrivals::read(&sink)?;
-        let at_server = arrivals.rate();
-        report.figure(
-            format!("**{label}: messages/s at the server** (first arrival to last)"),
-            format!(
-                "**{}** ({:.2} s)",
-                per_sec(at_server, "messages"),
-                arrivals.span()
-            ),
-        );
+        let at_server = arrivals.report_rate(report, &label, true);
         let handler_secs = self.handler_secs(id).await?;
         report.figure(
             format!("{label}: the job's handler time (journal `duration_ms`)"),
@@ -879,6 +856,22 @@ struct Arrivals {
 }
 
 impl Arrivals {
+    /// Reports the rate at the server as a figure of `label` (in bold for a headline figure)
+    /// and returns it.
+    fn report_rate(&self, report: &mut Report, label: &str, headline: bool) -> f64 {
+        let rate = self.rate();
+        let bold = if headline { "**" } else { "" };
+        report.figure(
+            format!("{bold}{label}: messages/s at the server{bold} (first arrival to last)"),
+            format!(
+                "{bold}{}{bold} ({:.2} s)",
+                per_sec(rate, "messages"),
+                self.span()
+            ),
+        );
+        rate
+    }
+
     fn read(sink: &Sink) -> Result<Arrivals> {
         let list = sink.arrivals()?;
         ensure!(
