@@ -238,6 +238,19 @@ pub struct AiConfig {
     pub input_price_per_million: f64,
     pub cached_input_price_per_million: f64,
     pub output_price_per_million: f64,
+    /// Tokens (input and output) a minute at most across every process that shares the Redis
+    /// prefix, as the provider counts them; absent or 0, unlimited. Requests a minute are the
+    /// `ai` queue's `rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Output tokens a reply is reckoned to take before it comes, for the tokens-per-minute
+    /// limit (the reply's `usage` then settles the difference).
+    pub output_tokens_estimate: u64,
+    /// USD the AI jobs may spend per UTC day, by the prices above; absent, no cap. Once the
+    /// day's spend reaches it, AI jobs send no new request and wait, without failing, until the
+    /// next UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_spend_cap_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,6 +518,9 @@ impl Default for Config {
                 input_price_per_million: 0.0,
                 cached_input_price_per_million: 0.0,
                 output_price_per_million: 0.0,
+                tokens_per_minute: None,
+                output_tokens_estimate: 300,
+                daily_spend_cap_usd: None,
             },
             limits: Limits::default(),
             queues: BTreeMap::from([
@@ -660,6 +676,11 @@ impl Config {
             if !price.is_finite() || price < 0.0 {
                 bail!("ai.{name} must be a number of at least 0 (got {price})");
             }
+        }
+        if let Some(cap) = ai.daily_spend_cap_usd
+            && (!cap.is_finite() || cap < 0.0)
+        {
+            bail!("ai.daily_spend_cap_usd must be a number of at least 0 (got {cap})");
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use common::{DEADLINE, Daemon, OwnRedis, TestEnv, http_get};
 use quizworker::runtime::queue;
-use quizworker::runtime::rate_limit::RateLimits;
+use quizworker::runtime::rate_limit::{Meter, RateLimits};
 use quizworker_jobs::Queue;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -211,7 +211,7 @@ async fn a_queue_without_a_rate_is_not_slowed_and_the_rate_shows(pool: PgPool) {
         .acquire(Queue::Default)
         .await
         .expect_err("Redis is gone");
-    assert_eq!(error.queue, Queue::Default);
+    assert_eq!(error.meter, Meter::Queue(Queue::Default));
     assert_eq!(
         error.to_string(),
         "could not ask Redis for a slot of the default queue's rate limit"

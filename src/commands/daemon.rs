@@ -245,6 +245,7 @@ pub async fn check(config: &Config, file: Option<&Path>, json: bool) -> anyhow::
         check_export_directory(&config.exports.directory),
     ));
     results.extend(check_email(config).await);
+    results.push(check_ai(config, file).await);
 
     if json {
         output::print_json(&results)?;
@@ -327,6 +328,83 @@ async fn check_email(config: &Config) -> Vec<CheckResult> {
     }
     .await;
     vec![result("templates", templates), result("smtp", smtp)]
+}
+
+/// The AI provider, if AI is set up: the config file has an `[ai]` table, or the environment
+/// sets `AI_API_KEY` or a `QUIZWORKER_AI__*` variable. (Every setting has a default, the local
+/// Ollama's address among them; a deployment that runs no AI jobs should not fail for it.)
+async fn check_ai(config: &Config, file: Option<&Path>) -> CheckResult {
+    use figment::providers::{Format, Toml};
+    let in_file = file.is_some_and(|file| {
+        figment::Figment::from(Toml::file(file))
+            .find_value("ai")
+            .is_ok()
+    });
+    let in_env = std::env::vars_os().any(|(name, _)| {
+        name.to_str().is_some_and(|name| {
+            name == crate::families::ai::provider::API_KEY_VAR
+                || name.starts_with("QUIZWORKER_AI__")
+        })
+    });
+    if !(in_file || in_env) {
+        return CheckResult {
+            check: "ai",
+            ok: true,
+            detail: "not set up: no [ai] in the config file and no AI_API_KEY".to_owned(),
+        };
+    }
+    result("ai", check_ai_provider(config).await)
+}
+
+/// Whether the provider answers, knows the model and takes the key.
+async fn check_ai_provider(config: &Config) -> anyhow::Result<String> {
+    use crate::families::ai::provider::{Models, Provider, ProviderError};
+    let provider = Provider::new(&config.ai)?;
+    let key = if provider.has_key() {
+        "key set (AI_API_KEY)"
+    } else {
+        "no key (AI_API_KEY unset)"
+    };
+    let model = &config.ai.model;
+    let models = provider.models().await.map_err(|e| match e {
+        ProviderError::Transient { reason, .. } => anyhow::anyhow!("{reason}; {key}"),
+        ProviderError::Permanent {
+            status: 401 | 403,
+            reason,
+        } => {
+            anyhow::anyhow!("{reason}; {key}: check AI_API_KEY")
+        }
+        ProviderError::Permanent { reason, .. } => anyhow::anyhow!("{reason}; {key}"),
+    })?;
+    let at = redacted(&config.ai.base_url);
+    match models {
+        Models::Listed { count } => Ok(format!(
+            "{at} answers; model `{model}` is among its {count} models; {key}"
+        )),
+        Models::NotServed { status } => Ok(format!(
+            "{at} answers; it has no model list ({status} to GET /models), so model `{model}` is not checked; {key}"
+        )),
+        Models::NotListed { ids } => {
+            const SHOWN: usize = 10;
+            let mut listed = ids
+                .iter()
+                .take(SHOWN)
+                .map(|id| format!("`{}`", quizworker_jobs::limits::shorten(id, 60)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if ids.len() > SHOWN {
+                listed.push_str(&format!(" and {} more", ids.len() - SHOWN));
+            }
+            anyhow::bail!(
+                "{at} answers, but model `{model}` (ai.model) is not among its models: {}; {key}",
+                if ids.is_empty() {
+                    "it lists none".to_owned()
+                } else {
+                    listed
+                }
+            )
+        }
+    }
 }
 
 /// The daemon writes exports into the directory, creating it if missing: do both now, so that

@@ -38,6 +38,14 @@ pub enum JobError {
     /// Worth another attempt after a backoff (a dependency failed, a timeout, ...).
     #[error("{0}")]
     Transient(String),
+    /// Not a failure: the job cannot go on before `until` (the AI spend cap is reached for the
+    /// day), so it waits in `scheduled` until then, and this attempt is not counted against its
+    /// limit. Only the process that ran the attempt reschedules it, once the handler returned.
+    #[error("{reason} (runs again at {until})")]
+    Snooze {
+        until: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
 }
 
 impl From<EnvelopeError> for JobError {

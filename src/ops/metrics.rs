@@ -27,7 +27,7 @@ use crate::runtime::journal::Finish;
 use crate::runtime::queue::{RedisQueues, WaitingCounts};
 
 /// Attempts that ended, by `queue`, `kind` and `outcome` (`completed`, `retrying`, `failed`,
-/// `interrupted`): `completed` and `failed` end the job, the other two put it back.
+/// `interrupted`, `snoozed`): `completed` and `failed` end the job, the others put it back.
 pub const JOBS_FINISHED: &str = "quizworker_jobs_finished_total";
 /// How long attempts ran (the handler, under its timeout, and before it the wait for the
 /// queue's rate if it has one), by `queue` and `kind`.
@@ -61,6 +61,9 @@ pub const AI_TOKENS: &str = "quizworker_ai_tokens_total";
 /// Questions of `ai.hints` jobs by `outcome`: `generated`, `cached` (hints stored earlier,
 /// no request), `failed`.
 pub const AI_QUESTIONS: &str = "quizworker_ai_questions_total";
+/// Requests the daily spend cap (`ai.daily_spend_cap_usd`) held back: an AI job found it
+/// reached and waits for the next UTC day.
+pub const AI_SPEND_CAP_REACHED: &str = "quizworker_ai_spend_cap_reached_total";
 /// A queue's rate limit (`rate` in `[queues.<queue>]`) in units per second, by `queue`; 0 when
 /// the queue has none (unlimited). Set at start for the queues this process runs.
 pub const QUEUE_RATE_LIMIT: &str = "quizworker_queue_rate_limit_per_second";
@@ -103,7 +106,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 fn describe() {
     describe_counter!(
         JOBS_FINISHED,
-        "Attempts that ended, by queue, kind and outcome (completed, retrying, failed, interrupted)"
+        "Attempts that ended, by queue, kind and outcome (completed, retrying, failed, interrupted, snoozed)"
     );
     describe_histogram!(
         JOB_DURATION,
@@ -158,6 +161,10 @@ fn describe() {
         AI_QUESTIONS,
         "Questions of ai.hints jobs by outcome (generated, cached, failed)"
     );
+    describe_counter!(
+        AI_SPEND_CAP_REACHED,
+        "Requests the daily AI spend cap held back (their job waits for the next UTC day)"
+    );
     describe_gauge!(
         QUEUE_RATE_LIMIT,
         "The queue's rate limit in units per second, by queue (0: unlimited)"
@@ -188,6 +195,7 @@ fn outcome(finish: &Finish) -> &'static str {
         Finish::Retrying { .. } => "retrying",
         Finish::Failed { .. } => "failed",
         Finish::Interrupted => "interrupted",
+        Finish::Snoozed { .. } => "snoozed",
     }
 }
 
@@ -276,6 +284,11 @@ pub fn ai_tokens(input: u64, cached_input: u64, output: u64) {
 /// One question of an `ai.hints` job settled; `outcome` is one of [`AI_QUESTIONS`]' outcomes.
 pub fn ai_question(outcome: &'static str) {
     counter!(AI_QUESTIONS, "outcome" => outcome).increment(1);
+}
+
+/// The daily spend cap held back a request.
+pub fn ai_spend_cap_reached() {
+    counter!(AI_SPEND_CAP_REACHED).increment(1);
 }
 
 pub fn worker_died(queue: Queue) {

@@ -288,17 +288,20 @@ impl Executor {
                 tracing::info!(%error, %run_at, "attempt failed; will retry")
             }
             Finish::Failed { error } => tracing::warn!(%error, "job failed"),
+            Finish::Snoozed { reason, run_at } => {
+                tracing::info!(%reason, %run_at, "the job waits; this attempt does not count")
+            }
             Finish::Interrupted => {}
         }
         let retry_at = match &finish {
-            Finish::Retrying { run_at, .. } => Some(*run_at),
+            Finish::Retrying { run_at, .. } | Finish::Snoozed { run_at, .. } => Some(*run_at),
             _ => None,
         };
         self.record(&id, attempt, finish).await;
         if let Some(run_at) = retry_at
             && let Err(e) = self.queues.schedule_retry(queue, &id, run_at).await
         {
-            tracing::error!(error = %e, "could not schedule the retry in Redis; the journal still has it as retrying");
+            tracing::error!(error = %e, "could not schedule the next attempt in Redis; the journal still has it waiting, and maintenance puts it back");
         }
     }
 
@@ -389,6 +392,10 @@ impl Executor {
                 error: error_text(&format!(
                     "{error} (attempt {attempt} of {max_attempts}: no attempts left)"
                 )),
+            },
+            Err(JobError::Snooze { until, reason }) => Finish::Snoozed {
+                reason: error_text(&reason),
+                run_at: until,
             },
         }
     }

@@ -3,6 +3,7 @@
 //! check that keeps a hint from stating the answer. Talking to the provider is the daemon's
 //! (src/families/ai/).
 
+pub mod budget;
 pub mod leak;
 mod payloads;
 pub mod prompt;

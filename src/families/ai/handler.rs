@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
+use quizworker_jobs::JobPayload;
 use quizworker_jobs::ai::leak::find_leak;
 use quizworker_jobs::ai::reply::{Answered, parse_hints};
 use quizworker_jobs::ai::{AiHints, HintQuestion, Hints, PROMPT_VERSION, cache_key, prompt};
 use quizworker_jobs::limits::shorten;
-use quizworker_jobs::{JobPayload, Queue};
 use serde_json::{Value, json};
 
+use super::limits;
 use super::provider::{ProviderError, Reply};
 use super::store::{self, EarlierFailure, Failure, NewHints, Reason, Spent, UsageRow};
 use crate::families::{JobContext, JobError, Services};
@@ -325,20 +326,25 @@ impl Run<'_> {
         }
     }
 
-    /// One request, each try taking a unit of the ai queue's rate; a wait the provider asks
-    /// for up to `ai.max_retry_wait` is waited out here.
+    /// One request, each try cleared by `limits` (the spend cap, a unit of the ai queue's
+    /// rate, its tokens); a wait the provider asks for up to `ai.max_retry_wait` is waited out
+    /// here.
     async fn request(&self, body: &Value) -> Result<Reply, Requested> {
         let ai = &self.services.ai;
         let mut waits = 0;
         loop {
-            self.services
-                .rates
-                .acquire(Queue::Ai)
+            let admitted = limits::admit(self.services, body)
                 .await
-                .map_err(|e| Requested::Halt(JobError::Transient(format!("{e}: {}", e.source))))?;
+                .map_err(Requested::Halt)?;
             let error = match ai.provider.complete(body).await {
-                Ok(reply) => return Ok(reply),
-                Err(error) => error,
+                Ok(reply) => {
+                    limits::settle(self.services, admitted, reply.completion.usage.as_ref()).await;
+                    return Ok(reply);
+                }
+                Err(error) => {
+                    limits::release(self.services, admitted).await;
+                    error
+                }
             };
             match error {
                 ProviderError::Transient {

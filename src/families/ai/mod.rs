@@ -3,6 +3,7 @@
 //! the leak check are pure (`quizworker_jobs::ai`).
 
 mod handler;
+pub mod limits;
 pub mod provider;
 pub mod store;
 

@@ -27,6 +27,8 @@ const ERROR_BODY_BYTES: usize = 400;
 pub struct Provider {
     http: reqwest::Client,
     url: String,
+    /// `<ai.base_url>/models`, which `quizworker check` asks whether the model is known.
+    models_url: String,
     model: String,
     format: ResponseFormat,
     key: Option<String>,
@@ -38,6 +40,17 @@ pub struct Reply {
     /// The body as received, kept with a question that fails.
     pub body: String,
     pub duration: Duration,
+}
+
+/// What the server's model list says of the configured model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// Among the `count` models listed.
+    Listed { count: usize },
+    /// Not among these.
+    NotListed { ids: Vec<String> },
+    /// The server has no model list (`status`: 404 or 405).
+    NotServed { status: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +87,11 @@ impl Provider {
             .build()
             .context("could not build the AI API's HTTP client")?;
         let key = std::env::var(API_KEY_VAR).ok().filter(|k| !k.is_empty());
+        let base = config.base_url.trim_end_matches('/');
         Ok(Provider {
             http,
-            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            url: format!("{base}/chat/completions"),
+            models_url: format!("{base}/models"),
             model: config.model.clone(),
             format: config.response_format,
             key,
@@ -85,6 +100,73 @@ impl Provider {
 
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// Whether an API key is sent (`AI_API_KEY` is set).
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Asks `GET <base_url>/models` whether the model is known. Not every server has the list
+    /// (a proxy may not): a 404 or 405 is [`Models::NotServed`], not an error.
+    pub async fn models(&self) -> Result<Models, ProviderError> {
+        let mut request = self.http.get(&self.models_url);
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| self.unreachable(e))?;
+        if matches!(status, 404 | 405) {
+            return Ok(Models::NotServed { status });
+        }
+        let reason = || {
+            format!(
+                "GET {} answered {status}: {}",
+                redacted(&self.models_url),
+                error_message(&text)
+            )
+        };
+        match classify_status(status) {
+            StatusClass::Success => {}
+            StatusClass::Transient => {
+                return Err(ProviderError::Transient {
+                    reason: reason(),
+                    wait: None,
+                    outcome: "server_error",
+                });
+            }
+            StatusClass::Permanent => {
+                return Err(ProviderError::Permanent {
+                    status,
+                    reason: reason(),
+                });
+            }
+        }
+        // `{"object": "list", "data": [{"id": "gpt-4o-mini", ...}, ...]}`
+        let ids: Vec<String> = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .ok_or_else(|| ProviderError::Transient {
+                reason: format!(
+                    "GET {} answered {status} with a body that is not a model list: {}",
+                    redacted(&self.models_url),
+                    shorten(&text, ERROR_BODY_BYTES)
+                ),
+                wait: None,
+                outcome: "server_error",
+            })?;
+        Ok(if ids.contains(&self.model) {
+            Models::Listed { count: ids.len() }
+        } else {
+            Models::NotListed { ids }
+        })
     }
 
     pub fn format(&self) -> ResponseFormat {

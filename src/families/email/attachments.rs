@@ -36,6 +36,7 @@ pub async fn load(
         .map_err(|e| match e {
             JobError::Permanent(m) => JobError::Permanent(format!("attachments[{i}]: {m}")),
             JobError::Transient(m) => JobError::Transient(format!("attachments[{i}]: {m}")),
+            snooze @ JobError::Snooze { .. } => snooze,
         })?;
         total += file.bytes.len() as u64;
         files.push(file);

@@ -62,6 +62,12 @@ pub enum Finish {
     },
     /// Handed back to the queue at shutdown before it could finish.
     Interrupted,
+    /// The handler asked to run again at `run_at` (`JobError::Snooze`): the job waits in
+    /// `scheduled`, and this attempt does not use up one of its attempts.
+    Snoozed {
+        reason: String,
+        run_at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -427,6 +433,12 @@ async fn write_finishes(
             ),
             Finish::Failed { error } => (JobState::Failed, None, Some(error.as_str()), None),
             Finish::Interrupted => (JobState::Queued, None, None, None),
+            Finish::Snoozed { reason, run_at } => (
+                JobState::Scheduled,
+                None,
+                Some(reason.as_str()),
+                Some(*run_at),
+            ),
         };
         states.push(state.as_str());
         results.push(result);
@@ -448,9 +460,11 @@ async fn write_finishes(
                                      ELSE COALESCE(input.error, j.last_error) END,
                    scheduled_at = input.run_at,
                    progress = CASE WHEN input.state = 'completed' THEN 100 ELSE j.progress END,
-                   -- An attempt cut short by a shutdown is not the job's fault: it does not use
-                   -- up one of the job's attempts.
-                   max_attempts = CASE WHEN input.state = 'queued' THEN j.max_attempts + 1
+                   -- An attempt cut short by a shutdown is not the job's fault, and one that
+                   -- asked to wait (scheduled) did not fail: neither uses up one of the job's
+                   -- attempts.
+                   max_attempts = CASE WHEN input.state IN ('queued', 'scheduled')
+                                       THEN j.max_attempts + 1
                                        ELSE j.max_attempts END,
                    finished_at = CASE WHEN input.state IN ('completed', 'failed') THEN now()
                                       ELSE j.finished_at END,
@@ -467,6 +481,7 @@ async fn write_finishes(
                (extract(epoch FROM now() - attempted_at) * 1000)::bigint,
                CASE state WHEN 'completed' THEN 'completed'
                           WHEN 'queued' THEN 'interrupted'
+                          WHEN 'scheduled' THEN 'snoozed'
                           ELSE 'failed' END,
                error
           FROM updated
