@@ -238,6 +238,10 @@ pub struct AiConfig {
     pub input_price_per_million: f64,
     pub cached_input_price_per_million: f64,
     pub output_price_per_million: f64,
+    /// Answers one `ai.evaluate` job grades at most (those of its attempt awaiting evaluation).
+    pub max_answers: usize,
+    /// The most characters of an answer `ai.evaluate` sends; a longer one is not graded.
+    pub max_answer_chars: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,6 +509,8 @@ impl Default for Config {
                 input_price_per_million: 0.0,
                 cached_input_price_per_million: 0.0,
                 output_price_per_million: 0.0,
+                max_answers: 50,
+                max_answer_chars: 20_000,
             },
             limits: Limits::default(),
             queues: BTreeMap::from([
@@ -660,6 +666,9 @@ impl Config {
             if !price.is_finite() || price < 0.0 {
                 bail!("ai.{name} must be a number of at least 0 (got {price})");
             }
+        }
+        if ai.max_answers == 0 || ai.max_answer_chars == 0 {
+            bail!("ai.max_answers and ai.max_answer_chars must be at least 1");
         }
         Ok(())
     }
