@@ -3,7 +3,8 @@
 //! holds the word the criterion quotes, and nothing otherwise. Fractional marks stored exactly
 //! and the result turning final, marks off the step or out of range refused, an answer giving
 //! orders graded as data, a retry reusing the grades stored, nothing sent that names the
-//! candidate, and jobs that cannot be graded failing with their reason.
+//! candidate, a refusal failing its answer only, and jobs that cannot be graded failing with
+//! their reason.
 
 mod common;
 
@@ -605,4 +606,40 @@ async fn jobs_that_cannot_be_graded_fail_with_their_reason(pool: PgPool) {
         error.contains("rubric: the criteria are worth 3 together, but `max_marks` is 4"),
         "{error}"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_refusal_fails_that_answer_only_and_is_not_asked_again(pool: PgPool) {
+    let t = EvalEnv::new(pool).await;
+    Mock::given(method("POST"))
+        .and(path(COMPLETIONS))
+        .and(body_string_contains(GREEN))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": null, "refusal": "I can't grade that."}}],
+            "usage": {"prompt_tokens": 280, "completion_tokens": 6}
+        })))
+        .expect(1)
+        .mount(&t.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(COMPLETIONS))
+        .respond_with(rubric_grader)
+        .mount(&t.server)
+        .await;
+    let _daemon = t.daemon();
+    t.score(&biology(), responses("Light and glucose.")).await;
+
+    let id = t.evaluate(ATTEMPT);
+    let job = t.env.wait_for_state(&id, "completed").await.result.unwrap();
+    let refused = &job["results"][1];
+    assert_eq!(refused["status"], "failed", "{job}");
+    assert_eq!(refused["reason"], "refused");
+    assert_eq!(refused["error"], "the model refused: I can't grade that.");
+    let outcomes: Vec<String> = t.usage(&id).await.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(outcomes, ["answered", "refused"]);
+    let result = t.result().await;
+    assert_eq!(result["provisional"], true);
+    assert_eq!(question(&result, "q-essay-food")["marks"], "2", "1.5 + 0.5");
+    t.server.verify().await;
 }
