@@ -1,6 +1,8 @@
 """A stand-in for an OpenAI-compatible chat-completions API, for the demo (scripts/demo.sh): it
-lets `ai.hints` run without a key or a model. Not a model: every question gets the same three
-hints, worded after the question's type, which never state an answer.
+lets `ai.hints` and `ai.evaluate` run without a key or a model. Not a model: every question
+gets the same three hints, worded after the question's type, which never state an answer; an
+answer to grade gets each criterion's full marks when it holds a word (of five letters or more)
+of the criterion's description, and 0 otherwise.
 
     python3 scripts/ai_mock.py    # prints `listening on PORT`, serves /v1/chat/completions
 
@@ -27,6 +29,19 @@ DEFAULT = ("Say in your own words what the question asks.",
            "Work it through step by step and stop before the last step.")
 
 
+def grade(prompt):
+    """The reply to a grading request: the JSON between <grading> and </grading>."""
+    data = json.loads(prompt.split("<grading>\n", 1)[1].rsplit("\n</grading>", 1)[0])
+    answer = data["answer"].lower()
+    criteria = []
+    for c in data["criteria"]:
+        words = [w for w in re.findall(r"[a-z]+", c["description"].lower()) if len(w) >= 5]
+        met = any(w in answer for w in words)
+        criteria.append({"id": c["id"], "awarded": c["marks"] if met else "0",
+                         "feedback": "Covered." if met else "Not covered: " + c["description"]})
+    return json.dumps({"criteria": criteria, "feedback": "Graded by the demo's stand-in."})
+
+
 class Completions(BaseHTTPRequestHandler):
     def do_POST(self):
         if not self.path.endswith("/chat/completions"):
@@ -35,9 +50,12 @@ class Completions(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         messages = body.get("messages") or [{}]
         prompt = messages[-1].get("content", "")  # the user's: the question as JSON
-        kind = re.search(r'\\?"type\\?"\s*:\s*\\?"(\w+)', prompt)
-        nudge, method, near = HINTS.get(kind.group(1) if kind else "", DEFAULT)
-        content = json.dumps({"nudge": nudge, "method": method, "near_solution": near})
+        if "<grading>" in prompt:
+            content = grade(prompt)
+        else:
+            kind = re.search(r'\\?"type\\?"\s*:\s*\\?"(\w+)', prompt)
+            nudge, method, near = HINTS.get(kind.group(1) if kind else "", DEFAULT)
+            content = json.dumps({"nudge": nudge, "method": method, "near_solution": near})
         reply = json.dumps({
             "id": "chatcmpl-demo", "object": "chat.completion", "model": body.get("model", "demo"),
             "choices": [{"index": 0, "finish_reason": "stop",

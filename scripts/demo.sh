@@ -4,7 +4,7 @@
 # and a failed one; then scores a test attempt, writes its report card and emails it to a parent
 # through a local SMTP sink (tests/smtp_sink.py), showing the message that arrived; asks for AI
 # hints of two questions from a stand-in for an LLM API (scripts/ai_mock.py, no key needed),
-# twice, the second time from the cache; and stops
+# twice, the second time from the cache, and has it grade an essay against its rubric; and stops
 # the daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log, the mail to
 # target/demo-mail.jsonl, the report card to target/demo-exports/. It ends by saying what to try
 # next.
@@ -275,6 +275,40 @@ for q in first["results"]:
     for level in ("nudge", "method", "near_solution"):
         print(f"  {level}: {q['hints'][level]}")
 print(f"the same questions again: {again['cached']} of {again['questions']} from the cache")
+PY
+
+# --- AI grading -----------------------------------------------------------------------------------
+# A subjective answer graded against its rubric by the (mock) model, in halves; the attempt's
+# result turns from provisional to final.
+graded_id="demo-essay-$(date +%s)"
+echo
+say "AI step: ai.evaluate grades attempt $graded_id's essay against its rubric"
+essay=$("$BIN" enqueue score.attempt --payload '{
+  "test": {"test_id": "demo-biology", "key_version": 1, "marking": {"correct": 4},
+           "sections": [{"id": "biology", "questions": [
+             {"id": "b1", "type": "mcq", "answer": "B"},
+             {"id": "e1", "type": "subjective", "max_marks": 3, "step": "0.5",
+              "text": "Explain how green plants make their food.",
+              "rubric": [{"id": "light", "description": "Says sunlight is the source of energy", "marks": "1.5"},
+                         {"id": "pigment", "description": "Names chlorophyll", "marks": 1},
+                         {"id": "product", "description": "Names glucose as the product", "marks": "0.5"}]}]}]},
+  "attempt": {"attempt_id": "'"$graded_id"'", "candidate_id": "c-priya",
+              "responses": [{"question": "b1", "answer": "B"},
+                            {"question": "e1", "answer": "Leaves trap sunlight with chlorophyll."}]}}')
+wait_state "$essay" completed
+evaluation=$("$BIN" enqueue ai.evaluate --payload '{"attempt_id": "'"$graded_id"'"}')
+wait_state "$evaluation" completed
+echo "--- the grade (quizworker jobs show $evaluation --json: its result)"
+/usr/bin/python3 - "$("$BIN" jobs show "$essay" --json)" "$("$BIN" jobs show "$evaluation" --json)" <<'PY'
+import json, sys
+scored, graded = (json.loads(arg)["result"] for arg in sys.argv[1:3])
+print(f"scored: {scored['marks']} of {scored['max_marks']}, provisional: {scored['provisional']}")
+for q in graded["results"]:
+    print(f"{q['question']} ({q['status']}): {q['awarded']}")
+    for c in q["criteria"]:
+        print(f"  {c['id']}: {c['awarded']} of {c['marks']} - {c['feedback']}")
+print(f"graded by {graded['model']} ({graded['prompt_version']}): "
+      f"{graded['marks']} of {graded['max_marks']}, provisional: {graded['provisional']}")
 PY
 echo
 echo "--- quizworker ai usage"

@@ -251,6 +251,10 @@ pub struct AiConfig {
     /// next UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_spend_cap_usd: Option<f64>,
+    /// Answers one `ai.evaluate` job grades at most (those of its attempt awaiting evaluation).
+    pub max_answers: usize,
+    /// The most characters of an answer `ai.evaluate` sends; a longer one is not graded.
+    pub max_answer_chars: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -521,6 +525,8 @@ impl Default for Config {
                 tokens_per_minute: None,
                 output_tokens_estimate: 300,
                 daily_spend_cap_usd: None,
+                max_answers: 50,
+                max_answer_chars: 20_000,
             },
             limits: Limits::default(),
             queues: BTreeMap::from([
@@ -681,6 +687,9 @@ impl Config {
             && (!cap.is_finite() || cap < 0.0)
         {
             bail!("ai.daily_spend_cap_usd must be a number of at least 0 (got {cap})");
+        }
+        if ai.max_answers == 0 || ai.max_answer_chars == 0 {
+            bail!("ai.max_answers and ai.max_answer_chars must be at least 1");
         }
         Ok(())
     }

@@ -149,6 +149,7 @@ impl Workload {
                 state,
                 answer,
                 awarded: None,
+                awarded_by: None,
                 time_spent_ms,
             });
         }

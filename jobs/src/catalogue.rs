@@ -36,6 +36,7 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::email::EmailSend>(),
     Kind::of::<crate::email::EmailBulk>(),
     Kind::of::<crate::ai::AiHints>(),
+    Kind::of::<crate::ai::AiEvaluate>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

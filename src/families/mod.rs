@@ -12,7 +12,7 @@ pub mod scoring;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use quizworker_jobs::ai::AiHints;
+use quizworker_jobs::ai::{AiEvaluate, AiHints};
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
 use quizworker_jobs::email::{EmailBulk, EmailSend};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
@@ -175,6 +175,7 @@ pub async fn dispatch(
         EmailSend::KIND => email::send(envelope.payload_as()?, ctx, services).await,
         EmailBulk::KIND => email::bulk(envelope.payload_as()?, ctx, services).await,
         AiHints::KIND => ai::hints(envelope.payload_as()?, ctx, services).await,
+        AiEvaluate::KIND => ai::evaluate(envelope.payload_as()?, ctx, services).await,
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }

@@ -66,13 +66,18 @@ pub struct Prompt {
 impl Prompt {
     /// The body of a chat-completions request: the system message first.
     pub fn request_body(&self, model: &str, format: ResponseFormat) -> Value {
+        self.request_body_for(model, format.request_field())
+    }
+
+    /// The same with another reply's `response_format` (`ResponseFormat::request_field_for`).
+    pub fn request_body_for(&self, model: &str, response_format: Value) -> Value {
         json!({
             "model": model,
             "messages": [
                 {"role": "system", "content": self.system},
                 {"role": "user", "content": self.user},
             ],
-            "response_format": format.request_field(),
+            "response_format": response_format,
         })
     }
 }

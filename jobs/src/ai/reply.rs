@@ -64,10 +64,15 @@ pub enum ResponseFormat {
 impl ResponseFormat {
     /// The request's `response_format`.
     pub fn request_field(self) -> Value {
+        self.request_field_for("hints", hints_schema())
+    }
+
+    /// The request's `response_format` for a reply of another `schema`, named `name`.
+    pub fn request_field_for(self, name: &str, schema: Value) -> Value {
         match self {
             ResponseFormat::JsonSchema => json!({
                 "type": "json_schema",
-                "json_schema": {"name": "hints", "schema": hints_schema(), "strict": true}
+                "json_schema": {"name": name, "schema": schema, "strict": true}
             }),
             ResponseFormat::JsonObject => json!({"type": "json_object"}),
         }
@@ -86,11 +91,7 @@ pub struct InvalidReply {
 /// [`MAX_HINT_CHARS`] long. A Markdown code fence around the JSON is tolerated.
 pub fn parse_hints(content: &str) -> Result<Hints, InvalidReply> {
     let invalid = |reason: String| InvalidReply { reason };
-    let mut text = content.trim();
-    if let Some(fenced) = text.strip_prefix("```") {
-        let fenced = fenced.strip_prefix("json").unwrap_or(fenced);
-        text = fenced.strip_suffix("```").unwrap_or(fenced).trim();
-    }
+    let text = unfenced(content);
     let hints: Hints = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     for (name, hint) in hints.named() {
         if hint.trim().is_empty() {
@@ -108,6 +109,18 @@ pub fn parse_hints(content: &str) -> Result<Hints, InvalidReply> {
         method: hints.method.trim().to_owned(),
         near_solution: hints.near_solution.trim().to_owned(),
     })
+}
+
+/// A reply's content without the Markdown code fence some models put around JSON.
+pub fn unfenced(content: &str) -> &str {
+    let text = content.trim();
+    match text.strip_prefix("```") {
+        Some(fenced) => {
+            let fenced = fenced.strip_prefix("json").unwrap_or(fenced);
+            fenced.strip_suffix("```").unwrap_or(fenced).trim()
+        }
+        None => text,
+    }
 }
 
 /// A chat completion as the API returns it (the fields we read; others are ignored).

@@ -73,6 +73,7 @@ fn every_worked_example_scores_as_documented() {
             "cat",
             "upsc",
             "revisions",
+            "rubric",
             "bad-attempt"
         ]
     );

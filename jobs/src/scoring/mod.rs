@@ -30,6 +30,7 @@ mod payloads;
 mod prepared;
 mod response;
 mod result;
+mod rubric;
 mod score;
 mod test_def;
 mod validate;
@@ -52,10 +53,14 @@ pub use decimal::{Rounding, RoundingMode};
 pub use marks::{Marks, MarksError, RoundedDecimal};
 pub use payloads::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 pub use prepared::{MAX_OPTIONS, PreparedTest, QuestionInfo};
-pub use response::{Answer, Attempt, Response, ResponseState};
+pub use response::{Answer, Attempt, AwardedBy, Response, ResponseState};
 pub use result::{
     AttemptResult, Counts, DISPLAY_DECIMALS, Outcome, QuestionResult, SectionResult, Summary,
     TopicResult,
+};
+pub use rubric::{
+    Criterion, MAX_CRITERIA, MAX_CRITERION_CHARS, MAX_CRITERION_ID_BYTES, MAX_RUBRIC_TEXT_CHARS,
+    Rubric, on_step,
 };
 pub use test_def::{
     DEFAULT_OPTIONS, DropPolicy, Marking, MarkingByType, MsqScheme, NumericKey, Question,

@@ -517,9 +517,13 @@ fn compile_key(question: &Question, problem: &mut dyn FnMut(String)) -> Option<K
                 rounding: *rounding,
             })
         }
-        QuestionKind::Subjective { max_marks } => {
+        QuestionKind::Subjective { max_marks, rubric } => {
             if !max_marks.is_positive() {
                 problem(format!("`max_marks` is {max_marks}; it must be positive"));
+            } else if let Some(rubric) = rubric {
+                for p in rubric.problems(*max_marks) {
+                    problem(format!("rubric: {p}"));
+                }
             }
             Some(Key::Subjective)
         }
@@ -622,7 +626,7 @@ fn resolve_marking(
     problem: &mut dyn FnMut(String),
 ) -> Option<Resolved> {
     let question_type = question.kind.question_type();
-    if let QuestionKind::Subjective { max_marks } = question.kind {
+    if let QuestionKind::Subjective { max_marks, .. } = question.kind {
         // A subjective answer earns what its marker awards, so only `max_marks` applies.
         if !question.marking.is_empty() {
             problem(

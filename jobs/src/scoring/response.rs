@@ -37,9 +37,22 @@ pub struct Response {
     /// question's `max_marks`. Without it the answer is pending evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awarded: Option<Marks>,
+    /// Who awarded the marks when it was a model (`ai.evaluate` sets it); absent for a person.
+    /// Only with `awarded`; the result repeats it on the question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awarded_by: Option<AwardedBy>,
     /// Time the candidate spent on the question, for analytics only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_spent_ms: Option<u64>,
+}
+
+/// The model that awarded a subjective answer its marks, and the version of the prompt it was
+/// asked with: a result says which of its marks came from a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwardedBy {
+    pub model: String,
+    pub prompt_version: String,
 }
 
 /// The five states of the NTA-style question palette.

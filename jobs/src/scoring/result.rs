@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::marks::{Marks, RoundedDecimal};
+use super::response::AwardedBy;
 
 /// Decimals of the `*_display` fields.
 pub const DISPLAY_DECIMALS: u32 = 2;
@@ -76,6 +77,10 @@ pub struct QuestionResult {
     pub answered: bool,
     #[serde(default)]
     pub time_spent_ms: Option<u64>,
+    /// The model that awarded a subjective answer's marks (from the attempt's response);
+    /// `None` for marks a person awarded and for every other question.
+    #[serde(default)]
+    pub awarded_by: Option<AwardedBy>,
 }
 
 /// How one question ended.
@@ -259,6 +264,8 @@ struct QuestionOut<'a> {
     answered: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     time_spent_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    awarded_by: Option<&'a AwardedBy>,
 }
 
 impl Serialize for QuestionResult {
@@ -271,6 +278,7 @@ impl Serialize for QuestionResult {
             max_marks: self.max_marks,
             answered: self.answered,
             time_spent_ms: self.time_spent_ms,
+            awarded_by: self.awarded_by.as_ref(),
         }
         .serialize(serializer)
     }

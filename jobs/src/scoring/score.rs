@@ -70,6 +70,13 @@ impl PreparedTest {
                     topics[t].count(outcome, answered, slot.time_spent_ms);
                     topics[t].max += plan.max.scaled;
                 }
+                let awarded_by = match value {
+                    Value::Awarded(_) => slot
+                        .response
+                        .and_then(|i| attempt.responses.get(i as usize))
+                        .and_then(|r| r.awarded_by.clone()),
+                    Value::Points(_) => None,
+                };
                 questions.push(QuestionResult {
                     id: plan.id.clone(),
                     outcome,
@@ -77,6 +84,7 @@ impl PreparedTest {
                     max_marks: plan.max.marks,
                     answered,
                     time_spent_ms: slot.time_spent_ms,
+                    awarded_by,
                 });
             }
             tally.max = section.max.scaled;

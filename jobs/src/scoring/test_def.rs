@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::decimal::Rounding;
 use super::marks::Marks;
+use super::rubric::{Criterion, Rubric};
 
 /// One test under one answer key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,8 +214,12 @@ pub enum QuestionKind {
         also_accepted: Vec<NumericKey>,
         rounding: Option<Rounding>,
     },
-    /// Free text, marked later by a person or the AI job, out of `max_marks`.
-    Subjective { max_marks: Marks },
+    /// Free text, marked later by a person or the AI job (`ai.evaluate`, which needs the
+    /// `rubric`), out of `max_marks`.
+    Subjective {
+        max_marks: Marks,
+        rubric: Option<Rubric>,
+    },
 }
 
 impl QuestionKind {
@@ -268,6 +273,15 @@ struct QuestionWire {
     rounding: Option<Rounding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_marks: Option<Marks>,
+    /// Subjective only, with `rubric`: the question's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rubric: Option<Vec<Criterion>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<Marks>,
     #[serde(default, skip_serializing_if = "Marking::is_empty")]
     marking: Marking,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +364,38 @@ impl TryFrom<QuestionWire> for Question {
             "answer",
             w.answer.is_some() && t == QuestionType::Subjective,
         )?;
+        let subjective = t == QuestionType::Subjective;
+        not_for("text", w.text.is_some() && !subjective)?;
+        not_for("rubric", w.rubric.is_some() && !subjective)?;
+        not_for("model_answer", w.model_answer.is_some() && !subjective)?;
+        not_for("step", w.step.is_some() && !subjective)?;
+        let rubric = match (w.rubric, w.text) {
+            (Some(criteria), Some(text)) => Some(Rubric {
+                text,
+                criteria,
+                model_answer: w.model_answer,
+                step: w.step,
+            }),
+            (Some(_), None) => {
+                return Err(wrong(
+                    "a `rubric` needs the question's `text` (the model grades against both)"
+                        .to_owned(),
+                ));
+            }
+            (None, _) if w.model_answer.is_some() || w.step.is_some() => {
+                return Err(wrong(
+                    "`model_answer` and `step` belong to a `rubric`, which is missing".to_owned(),
+                ));
+            }
+            (None, text) => {
+                if text.is_some() {
+                    return Err(wrong(
+                        "`text` goes with a `rubric`, which is missing".to_owned(),
+                    ));
+                }
+                None
+            }
+        };
         let kind = match t {
             QuestionType::Mcq => QuestionKind::Mcq {
                 options: options(),
@@ -391,6 +437,7 @@ impl TryFrom<QuestionWire> for Question {
                 max_marks: w
                     .max_marks
                     .ok_or_else(|| wrong("`max_marks` is required".to_owned()))?,
+                rubric,
             },
         };
         Ok(Question {
@@ -409,6 +456,7 @@ impl From<Question> for QuestionWire {
         let question_type = q.kind.question_type();
         let (mut options, mut answer, mut also_accepted, mut rounding, mut max_marks) =
             (None, None, None, None, None);
+        let (mut text, mut rubric, mut model_answer, mut step) = (None, None, None, None);
         let texts =
             |v: Vec<String>| (!v.is_empty()).then(|| v.into_iter().map(KeyWire::Text).collect());
         match q.kind {
@@ -445,7 +493,18 @@ impl From<Question> for QuestionWire {
                     (!x.is_empty()).then(|| x.into_iter().map(KeyWire::Numeric).collect());
                 rounding = r;
             }
-            QuestionKind::Subjective { max_marks: m } => max_marks = Some(m),
+            QuestionKind::Subjective {
+                max_marks: m,
+                rubric: r,
+            } => {
+                max_marks = Some(m);
+                if let Some(r) = r {
+                    text = Some(r.text);
+                    rubric = Some(r.criteria);
+                    model_answer = r.model_answer;
+                    step = r.step;
+                }
+            }
         }
         QuestionWire {
             id: q.id,
@@ -457,6 +516,10 @@ impl From<Question> for QuestionWire {
             also_accepted,
             rounding,
             max_marks,
+            text,
+            rubric,
+            model_answer,
+            step,
             marking: q.marking,
             dropped: q.dropped,
         }
@@ -612,7 +675,28 @@ mod tests {
         assert_eq!(rounding.unwrap().decimals, 2);
 
         let q = question(json!({"id": "s1", "type": "subjective", "max_marks": 10})).unwrap();
-        assert!(matches!(q.kind, QuestionKind::Subjective { max_marks } if max_marks == 10));
+        assert!(
+            matches!(q.kind, QuestionKind::Subjective { max_marks, rubric: None } if max_marks == 10)
+        );
+
+        let q = question(json!({"id": "s2", "type": "subjective", "max_marks": "2.5",
+            "text": "Why is the sky blue?", "step": "0.5", "model_answer": "Rayleigh scattering.",
+            "rubric": [{"id": "c1", "description": "Names scattering", "marks": "1.5"},
+                       {"id": "c2", "description": "Says blue scatters most", "marks": 1}]}))
+        .unwrap();
+        let QuestionKind::Subjective {
+            rubric: Some(rubric),
+            ..
+        } = &q.kind
+        else {
+            panic!("{q:?}")
+        };
+        assert_eq!(rubric.text, "Why is the sky blue?");
+        assert_eq!(rubric.criteria[0].marks, Marks::new(3, 2).unwrap());
+        assert_eq!(rubric.step(), Marks::new(1, 2).unwrap());
+        let back = serde_json::to_value(&q).unwrap();
+        assert_eq!(back["rubric"][1]["marks"], "1");
+        assert_eq!(question(back).unwrap(), q);
     }
 
     #[test]
@@ -652,6 +736,24 @@ mod tests {
             (
                 json!({"id": "q6", "type": "essay"}),
                 "unknown variant `essay`",
+            ),
+            (
+                json!({"id": "q7", "type": "subjective", "max_marks": 2,
+                       "rubric": [{"id": "c1", "description": "x", "marks": 2}]}),
+                "a `rubric` needs the question's `text`",
+            ),
+            (
+                json!({"id": "q8", "type": "subjective", "max_marks": 2, "step": "0.5"}),
+                "`model_answer` and `step` belong to a `rubric`",
+            ),
+            (
+                json!({"id": "q9", "type": "mcq", "answer": "A", "rubric": []}),
+                "`rubric` does not apply to mcq questions",
+            ),
+            (
+                json!({"id": "q10", "type": "subjective", "max_marks": 2, "text": "t",
+                       "rubric": [{"id": "c1", "description": "x", "marks": 0.5}]}),
+                "is a JSON float",
             ),
         ];
         for (value, expected) in cases {

@@ -147,8 +147,9 @@ pub(crate) struct Slot {
     pub(crate) given: Given,
     pub(crate) awarded: Option<Marks>,
     pub(crate) time_spent_ms: Option<u64>,
-    /// Index of the response that filled the slot, to report repeats.
-    response: Option<u32>,
+    /// Index of the response that filled the slot, to report repeats (and, for the result,
+    /// to find who awarded its marks).
+    pub(crate) response: Option<u32>,
 }
 
 /// A scored answer; `None` also for an answer in a state that is not scored.
@@ -252,6 +253,9 @@ fn read_response(
         Some(answer) => read_answer(&question.key, answer, problem),
     };
     let awarded = response.awarded;
+    if response.awarded_by.is_some() && awarded.is_none() {
+        problem("`awarded_by` without `awarded` marks".to_owned());
+    }
     if let Some(awarded) = awarded {
         if !matches!(question.key, Key::Subjective) {
             problem(format!(

@@ -195,7 +195,7 @@ impl Outcome {
 }
 
 /// How a request to the provider ended short of a reply.
-enum Requested {
+pub(super) enum Requested {
     /// The API refused this request (a 4xx): that question fails.
     Refused { reason: String },
     /// The attempt must end: the provider is down or asks for a long wait (transient), or the
@@ -215,7 +215,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.services.stopping.is_cancelled()
+        stopped(self.services, &self.stop)
     }
 
     /// One question: `None` if it was not begun because the attempt is ending.
@@ -326,110 +326,25 @@ impl Run<'_> {
         }
     }
 
-    /// One request, each try cleared by `limits` (the spend cap, a unit of the ai queue's
-    /// rate, its tokens); a wait the provider asks for up to `ai.max_retry_wait` is waited out
-    /// here.
+    /// One request, each try cleared by the spend cap, the ai queue's rate and its tokens
+    /// ([`request`]).
     async fn request(&self, body: &Value) -> Result<Reply, Requested> {
-        let ai = &self.services.ai;
-        let mut waits = 0;
-        loop {
-            let admitted = limits::admit(self.services, body)
-                .await
-                .map_err(Requested::Halt)?;
-            let error = match ai.provider.complete(body).await {
-                Ok(reply) => {
-                    limits::settle(self.services, admitted, reply.completion.usage.as_ref()).await;
-                    return Ok(reply);
-                }
-                Err(error) => {
-                    limits::release(self.services, admitted).await;
-                    error
-                }
-            };
-            match error {
-                ProviderError::Transient {
-                    reason,
-                    wait,
-                    outcome,
-                } => {
-                    metrics::ai_request(outcome);
-                    match wait {
-                        Some(wait)
-                            if wait <= ai.config.max_retry_wait
-                                && waits < MAX_WAITS_PER_REQUEST
-                                && !self.stopped() =>
-                        {
-                            tracing::info!(%reason, wait = %humantime::format_duration(wait),
-                                "the AI API asks to wait; waiting within the attempt");
-                            tokio::time::sleep(wait).await;
-                            waits += 1;
-                        }
-                        Some(wait) => {
-                            return Err(Requested::Halt(JobError::Transient(format!(
-                                "{reason}; it asks to wait {}",
-                                humantime::format_duration(wait)
-                            ))));
-                        }
-                        None => return Err(Requested::Halt(JobError::Transient(reason))),
-                    }
-                }
-                ProviderError::Permanent { status, reason } => {
-                    metrics::ai_request("client_error");
-                    if matches!(status, 401 | 403 | 404) {
-                        return Err(Requested::Halt(JobError::Permanent(format!(
-                            "{reason} (check AI_API_KEY, ai.model and ai.base_url: no question can succeed)"
-                        ))));
-                    }
-                    return Err(Requested::Refused { reason });
-                }
-            }
-        }
+        request(self.services, &self.stop, body).await
     }
 
-    /// Records a billed reply in the usage ledger and the metrics, and adds it to `spent`.
+    /// Records a billed reply ([`bill`]) of this job's kind and prompt.
     async fn bill(
         &self,
         reply: &Reply,
         outcome: &'static str,
         spent: &mut Spent,
     ) -> Result<(), JobError> {
-        let ai = &self.services.ai;
-        let usage = reply.completion.usage.unwrap_or_default();
-        let cost = ai.cost(&usage);
-        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        spent.requests += 1;
-        spent.input_tokens += tokens(usage.prompt_tokens);
-        spent.cached_tokens += tokens(usage.cached_tokens());
-        spent.output_tokens += tokens(usage.completion_tokens);
-        spent.cost_usd += cost;
-        // A reply that leaks was a valid reply.
-        metrics::ai_request(if outcome == "leak" {
-            "answered"
-        } else {
-            outcome
-        });
-        metrics::ai_tokens(
-            usage.prompt_tokens,
-            usage.cached_tokens(),
-            usage.completion_tokens,
-        );
-        store::record_usage(
-            &self.services.pg,
-            UsageRow {
-                job_id: &self.ctx.id,
-                kind: AiHints::KIND,
-                model: ai.provider.model(),
-                prompt_version: PROMPT_VERSION,
-                outcome,
-                input_tokens: tokens(usage.prompt_tokens),
-                cached_tokens: tokens(usage.cached_tokens()),
-                output_tokens: tokens(usage.completion_tokens),
-                cost_usd: cost,
-                duration_ms: millis(reply.duration),
-            },
-        )
-        .await
-        .map_err(store_error)
+        let billed = Billed {
+            job_id: &self.ctx.id,
+            kind: AiHints::KIND,
+            prompt_version: PROMPT_VERSION,
+        };
+        bill(self.services, &billed, reply, outcome, spent).await
     }
 
     /// Records that a question has no hints: why, and the reply that showed it.
@@ -466,10 +381,132 @@ impl Run<'_> {
     }
 }
 
-fn millis(duration: std::time::Duration) -> i64 {
+/// Whether the attempt is ending (`stop`) or the process is shutting down.
+pub(super) fn stopped(services: &Services, stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed) || services.stopping.is_cancelled()
+}
+
+/// One request, each try taking a unit of the ai queue's rate; a wait the provider asks for up
+/// to `ai.max_retry_wait` is waited out here, unless the attempt is ending (`stop`).
+pub(super) async fn request(
+    services: &Services,
+    stop: &AtomicBool,
+    body: &Value,
+) -> Result<Reply, Requested> {
+    let ai = &services.ai;
+    let mut waits = 0;
+    loop {
+        let admitted = limits::admit(services, body)
+            .await
+            .map_err(Requested::Halt)?;
+        let error = match ai.provider.complete(body).await {
+            Ok(reply) => {
+                limits::settle(services, admitted, reply.completion.usage.as_ref()).await;
+                return Ok(reply);
+            }
+            Err(error) => {
+                limits::release(services, admitted).await;
+                error
+            }
+        };
+        match error {
+            ProviderError::Transient {
+                reason,
+                wait,
+                outcome,
+            } => {
+                metrics::ai_request(outcome);
+                match wait {
+                    Some(wait)
+                        if wait <= ai.config.max_retry_wait
+                            && waits < MAX_WAITS_PER_REQUEST
+                            && !stopped(services, stop) =>
+                    {
+                        tracing::info!(%reason, wait = %humantime::format_duration(wait),
+                            "the AI API asks to wait; waiting within the attempt");
+                        tokio::time::sleep(wait).await;
+                        waits += 1;
+                    }
+                    Some(wait) => {
+                        return Err(Requested::Halt(JobError::Transient(format!(
+                            "{reason}; it asks to wait {}",
+                            humantime::format_duration(wait)
+                        ))));
+                    }
+                    None => return Err(Requested::Halt(JobError::Transient(reason))),
+                }
+            }
+            ProviderError::Permanent { status, reason } => {
+                metrics::ai_request("client_error");
+                if matches!(status, 401 | 403 | 404) {
+                    return Err(Requested::Halt(JobError::Permanent(format!(
+                        "{reason} (check AI_API_KEY, ai.model and ai.base_url: no question can succeed)"
+                    ))));
+                }
+                return Err(Requested::Refused { reason });
+            }
+        }
+    }
+}
+
+/// Whose reply is billed: the job, its kind, the version of its prompt.
+pub(super) struct Billed<'a> {
+    pub job_id: &'a str,
+    pub kind: &'static str,
+    pub prompt_version: &'static str,
+}
+
+/// Records a billed reply in the usage ledger and the metrics, and adds it to `spent`.
+pub(super) async fn bill(
+    services: &Services,
+    billed: &Billed<'_>,
+    reply: &Reply,
+    outcome: &'static str,
+    spent: &mut Spent,
+) -> Result<(), JobError> {
+    let ai = &services.ai;
+    let usage = reply.completion.usage.unwrap_or_default();
+    let cost = ai.cost(&usage);
+    let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    spent.requests += 1;
+    spent.input_tokens += tokens(usage.prompt_tokens);
+    spent.cached_tokens += tokens(usage.cached_tokens());
+    spent.output_tokens += tokens(usage.completion_tokens);
+    spent.cost_usd += cost;
+    // A reply that leaks was a valid reply.
+    metrics::ai_request(if outcome == "leak" {
+        "answered"
+    } else {
+        outcome
+    });
+    metrics::ai_tokens(
+        usage.prompt_tokens,
+        usage.cached_tokens(),
+        usage.completion_tokens,
+    );
+    store::record_usage(
+        &services.pg,
+        UsageRow {
+            job_id: billed.job_id,
+            kind: billed.kind,
+            model: ai.provider.model(),
+            prompt_version: billed.prompt_version,
+            outcome,
+            input_tokens: tokens(usage.prompt_tokens),
+            cached_tokens: tokens(usage.cached_tokens()),
+            output_tokens: tokens(usage.completion_tokens),
+            cost_usd: cost,
+            duration_ms: millis(reply.duration),
+        },
+    )
+    .await
+    .map_err(store_error)
+}
+
+pub(super) fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn store_error(e: sqlx::Error) -> JobError {
+pub(super) fn store_error(e: sqlx::Error) -> JobError {
     JobError::Transient(format!("the AI tables could not be read or written: {e}"))
 }

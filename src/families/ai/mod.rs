@@ -1,12 +1,16 @@
 //! The AI family: `ai.hints` over an OpenAI-compatible chat-completions API (`provider`), the
-//! hints cached and stored with what they cost (`store`). The prompt, the reply's schema and
-//! the leak check are pure (`quizworker_jobs::ai`).
+//! hints cached and stored with what they cost (`store`); `ai.evaluate` (`evaluate`), the
+//! grades it stores (`evaluations`). The prompts, the replies' schemas, the leak check and the
+//! grade check are pure (`quizworker_jobs::ai`).
 
+mod evaluate;
+pub mod evaluations;
 mod handler;
 pub mod limits;
 pub mod provider;
 pub mod store;
 
+pub use evaluate::evaluate;
 pub use handler::hints;
 
 use quizworker_jobs::ai::reply::Usage;

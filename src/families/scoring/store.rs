@@ -365,6 +365,87 @@ async fn write_round(
     Ok(())
 }
 
+/// A stored attempt with its test, as `ai.evaluate` reads it before grading.
+#[derive(sqlx::FromRow)]
+pub struct AttemptOfTest {
+    pub test_id: String,
+    /// The attempt's JSON text.
+    pub attempt: String,
+}
+
+/// The stored attempt `attempt_id`, if any.
+pub async fn load_attempt(
+    pg: &PgPool,
+    attempt_id: &str,
+) -> Result<Option<AttemptOfTest>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT test_id, attempt::text AS attempt FROM score_attempts WHERE attempt_id = $1",
+    )
+    .bind(attempt_id)
+    .fetch_optional(pg)
+    .await?)
+}
+
+/// A stored attempt held for a change of its responses (the marks `ai.evaluate` awards), until
+/// [`AttemptForUpdate::save`] commits its rescored result (dropped, nothing changes). It holds
+/// the test's key-version lock shared, taken first as the score writer takes it, then the
+/// attempt's row: no key version can be stored meanwhile, so a result scored against `newest`
+/// is current when it commits, and a resubmission of the attempt waits and replaces it after.
+pub struct AttemptForUpdate {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The test's newest key version.
+    pub newest: u32,
+    /// The attempt's JSON text, as stored now.
+    pub attempt: String,
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
+/// Holds the attempt `attempt_id` of test `test_id`; `None` if no such attempt is stored.
+pub async fn attempt_for_update(
+    pg: &PgPool,
+    test_id: &str,
+    attempt_id: &str,
+) -> Result<Option<AttemptForUpdate>, StoreError> {
+    let mut tx = begin_batch(pg).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))")
+        .bind(KEY_VERSION_LOCK)
+        .bind(test_id)
+        .execute(&mut *tx)
+        .await?;
+    let newest: Option<i32> =
+        sqlx::query_scalar("SELECT max(key_version) FROM score_tests WHERE test_id = $1")
+            .bind(test_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let row: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT attempt::text, submitted_at FROM score_attempts
+          WHERE attempt_id = $1 AND test_id = $2 FOR UPDATE",
+    )
+    .bind(attempt_id)
+    .bind(test_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (Some(newest), Some((attempt, submitted_at))) = (newest, row) else {
+        return Ok(None);
+    };
+    Ok(Some(AttemptForUpdate {
+        tx,
+        newest: u32::try_from(newest)
+            .map_err(|_| StoreError::Corrupt(format!("key version {newest}")))?,
+        attempt,
+        submitted_at,
+    }))
+}
+
+impl AttemptForUpdate {
+    /// Stores the attempt and its result (`row`, scored against [`Self::newest`]) and commits.
+    pub async fn save(mut self, row: ScoreRow) -> Result<(), StoreError> {
+        write_rows(&mut self.tx, vec![&row]).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// A stored attempt, as submitted.
 #[derive(sqlx::FromRow)]
 pub struct StoredAttempt {
