@@ -241,7 +241,8 @@ pub struct WebhooksConfig {
     pub concurrency: usize,
     /// How much of each response's body a delivery keeps.
     pub max_response_bytes: usize,
-    /// The allow-list: webhooks go to these endpoints only, by name.
+    /// The allow-list: webhooks go to these endpoints only, by name. None by default.
+    #[serde(default)]
     pub endpoints: BTreeMap<String, WebhookEndpoint>,
 }
 
@@ -702,6 +703,13 @@ impl Config {
             }
             if endpoint.secret_env.is_empty() {
                 bail!("webhooks.endpoints.{name}.secret_env must name an environment variable");
+            }
+            // Those are read as settings, and a secret is not one.
+            if endpoint.secret_env.starts_with("QUIZWORKER_") {
+                bail!(
+                    "webhooks.endpoints.{name}.secret_env: a variable starting with QUIZWORKER_ \
+                     is read as a setting; name another (e.g. LMS_WEBHOOK_SECRET)"
+                );
             }
             if let Some(kind) = endpoint
                 .kinds

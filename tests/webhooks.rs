@@ -17,7 +17,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// The signing secret the tests' endpoints use: `whsec_` and 32 bytes in base64.
 const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtb2YtdGhpcnR5LXR3by1ieXRlcyE=";
-const SECRET_VAR: &str = "QUIZWORKER_TEST_WEBHOOK_SECRET";
+const SECRET_VAR: &str = "WEBHOOK_TEST_SECRET";
 
 fn config(endpoints: &str) -> String {
     format!(
