@@ -32,6 +32,8 @@ const CLAIM_IDLE: Duration = Duration::from_secs(10);
 
 /// Entries read from one queue's stream: (entry id, job id).
 type Entries = Vec<(String, String)>;
+/// Stream entries as Redis replies with them: (entry id, fields).
+type StreamEntries = Vec<(String, HashMap<String, String>)>;
 
 /// The stream the script notes a queue's arrivals in.
 pub fn stream_key(config: &Config, queue: Queue) -> String {
@@ -96,7 +98,7 @@ async fn follow(config: &Config, pg: &PgPool, consumer: &str) -> anyhow::Result<
         for _ in &keys {
             read.arg(">");
         }
-        type Reply = Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>>;
+        type Reply = Option<Vec<(String, StreamEntries)>>;
         let reply: Reply = read
             .query_async(&mut conn)
             .await
@@ -118,22 +120,21 @@ async fn claim_idle(
     key: &str,
     consumer: &str,
 ) -> anyhow::Result<Entries> {
-    let (_, entries, _): (String, Vec<(String, HashMap<String, String>)>, Vec<String>) =
-        redis::cmd("XAUTOCLAIM")
-            .arg(key)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(CLAIM_IDLE.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .query_async(conn)
-            .await
-            .with_context(|| format!("XAUTOCLAIM on {key} failed"))?;
+    let (_, entries, _): (String, StreamEntries, Vec<String>) = redis::cmd("XAUTOCLAIM")
+        .arg(key)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(CLAIM_IDLE.as_millis() as u64)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(READ_COUNT)
+        .query_async(conn)
+        .await
+        .with_context(|| format!("XAUTOCLAIM on {key} failed"))?;
     Ok(job_ids(entries))
 }
 
-fn job_ids(entries: Vec<(String, HashMap<String, String>)>) -> Entries {
+fn job_ids(entries: StreamEntries) -> Entries {
     entries
         .into_iter()
         .map(|(entry, mut fields)| (entry, fields.remove("id").unwrap_or_default()))

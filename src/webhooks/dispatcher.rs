@@ -73,9 +73,15 @@ impl Dispatcher {
             match store::take_due(&self.pg, limit, lease).await {
                 Ok(due) if !due.is_empty() => {
                     wait = Duration::from_millis(100);
-                    futures::stream::iter(due)
-                        .for_each_concurrent(None, |due| self.deliver(due))
+                    let settled: Vec<(Due, Settled)> = futures::stream::iter(due)
+                        .map(|due| self.attempt(due))
+                        .buffer_unordered(self.config.webhooks.concurrency)
+                        .collect()
                         .await;
+                    if let Err(e) = store::settle_all(&self.pg, &settled).await {
+                        tracing::warn!(error = %e, deliveries = settled.len(),
+                            "could not record webhooks' outcomes; they are sent again when their lease runs out");
+                    }
                     continue;
                 }
                 Ok(_) => {}
@@ -90,7 +96,8 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, due: Due) {
+    /// One attempt of a delivery, and where it leaves the delivery.
+    async fn attempt(&self, due: Due) -> (Due, Settled) {
         let outcome = match self.endpoints.get(&due.endpoint) {
             None => Outcome::Refused {
                 error: format!(
@@ -120,10 +127,7 @@ impl Dispatcher {
                 tracing::warn!(delivery = %due.id, job = %due.job_id, %error, "webhook failed")
             }
         }
-        if let Err(e) = store::settle(&self.pg, &due, &settled).await {
-            tracing::warn!(delivery = %due.id, error = %e,
-                "could not record a webhook's outcome; it is sent again when its lease runs out");
-        }
+        (due, settled)
     }
 
     fn settle(&self, due: &Due, outcome: Outcome) -> Settled {

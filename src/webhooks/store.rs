@@ -116,54 +116,65 @@ pub async fn take_due(
     .await
 }
 
-/// Records an attempt's outcome, unless the delivery was taken again since (its lease ran out).
-pub async fn settle(pg: &PgPool, due: &Due, settled: &Settled) -> sqlx::Result<()> {
-    let (state, status, response, error, next) = match settled {
-        Settled::Delivered { status, response } => (
-            "delivered",
-            Some(*status),
-            Some(response.as_str()),
-            None,
-            None,
-        ),
-        Settled::Retry {
-            at,
-            status,
-            response,
-            error,
-        } => (
-            "pending",
-            *status,
-            response.as_deref(),
-            Some(error.as_str()),
-            Some(*at),
-        ),
-        Settled::Failed {
-            status,
-            response,
-            error,
-        } => (
-            "failed",
-            *status,
-            response.as_deref(),
-            Some(error.as_str()),
-            None,
-        ),
-    };
+/// Records the outcomes of a round of attempts in one statement (one commit for the round,
+/// not one per delivery), except of deliveries taken again since (their lease ran out).
+pub async fn settle_all(pg: &PgPool, settled: &[(Due, Settled)]) -> sqlx::Result<()> {
+    let mut ids = Vec::with_capacity(settled.len());
+    let mut attempts = Vec::with_capacity(settled.len());
+    let mut states = Vec::with_capacity(settled.len());
+    let mut statuses: Vec<Option<i32>> = Vec::with_capacity(settled.len());
+    let mut responses: Vec<Option<String>> = Vec::with_capacity(settled.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(settled.len());
+    let mut next: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(settled.len());
+    for (due, outcome) in settled {
+        let (state, status, response, error, at) = match outcome {
+            Settled::Delivered { status, response } => {
+                ("delivered", Some(*status), Some(response), None, None)
+            }
+            Settled::Retry {
+                at,
+                status,
+                response,
+                error,
+            } => (
+                "pending",
+                *status,
+                response.as_ref(),
+                Some(error),
+                Some(*at),
+            ),
+            Settled::Failed {
+                status,
+                response,
+                error,
+            } => ("failed", *status, response.as_ref(), Some(error), None),
+        };
+        ids.push(due.id.as_str());
+        attempts.push(due.attempts);
+        states.push(state);
+        statuses.push(status.map(i32::from));
+        responses.push(response.map(|r| crate::runtime::journal::sanitize_text(r)));
+        errors.push(error.map(|e| crate::runtime::journal::sanitize_text(e)));
+        next.push(at);
+    }
     sqlx::query(
-        "UPDATE webhook_deliveries
-            SET state = $3, last_status = $4, last_response = $5, last_error = $6,
-                next_attempt_at = COALESCE($7, next_attempt_at),
-                delivered_at = CASE WHEN $3 = 'delivered' THEN now() END, updated_at = now()
-          WHERE id = $1 AND attempts = $2",
+        "UPDATE webhook_deliveries d
+            SET state = s.state, last_status = s.status, last_response = s.response,
+                last_error = s.error, next_attempt_at = COALESCE(s.next, d.next_attempt_at),
+                delivered_at = CASE WHEN s.state = 'delivered' THEN now() END,
+                updated_at = now()
+           FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::int4[], $5::text[], $6::text[],
+                       $7::timestamptz[])
+                AS s(id, attempts, state, status, response, error, next)
+          WHERE d.id = s.id AND d.attempts = s.attempts",
     )
-    .bind(&due.id)
-    .bind(due.attempts)
-    .bind(state)
-    .bind(status.map(i32::from))
-    .bind(response.map(crate::runtime::journal::sanitize_text))
-    .bind(error.map(crate::runtime::journal::sanitize_text))
-    .bind(next)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&states)
+    .bind(&statuses)
+    .bind(&responses)
+    .bind(&errors)
+    .bind(&next)
     .execute(pg)
     .await?;
     Ok(())
