@@ -5,7 +5,8 @@
 # the tests check the unit file with it; nothing is started through systemd), and for the export
 # tests poppler-utils, qpdf and the fonts of config.toml's [exports], and for the email tests
 # Debian's python3-aiosmtpd (tests/smtp_sink.py, a real SMTP server run by /usr/bin/python3) and
-# python3-dkim (dkimpy: tests/dkim_verify.py checks the daemon's DKIM signatures with it).
+# python3-dkim (dkimpy: tests/dkim_verify.py checks the daemon's DKIM signatures with it), and
+# for the web tier tests the Python package standardwebhooks and the Node producer's packages.
 # Idempotent: a quick no-op when all is already up.
 # Made for Debian 12 as root, without systemd (services are started directly).
 set -euo pipefail
@@ -230,6 +231,29 @@ else
     fi
     python3 -c 'import redis' >/dev/null 2>&1 || die "python3 still cannot import redis"
     say "python3 redis: installed"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 8. Web tier tests: the Standard Webhooks reference library (tests/webhook_verify.py checks the
+#    daemon's signatures with it) and the Node producer's packages (tests/producers, ioredis).
+# ---------------------------------------------------------------------------------------------
+if python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+    say "python3 standardwebhooks: installed"
+else
+    say "python3 standardwebhooks: installing with pip"
+    python3 -m pip install --quiet --disable-pip-version-check 'standardwebhooks==1.1.0' ||
+        die "pip could not install standardwebhooks (tests/webhooks.rs needs it)"
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+producers="$(dirname "${BASH_SOURCE[0]}")/../tests/producers"
+if [[ -d $producers/node_modules/ioredis ]]; then
+    say "node producer packages: installed"
+else
+    say "node producer packages: npm ci"
+    (cd "$producers" && npm ci --no-audit --no-fund --silent) ||
+        die "npm ci in tests/producers failed"
 fi
 
 say "all services up"

@@ -92,6 +92,9 @@ pub enum Command {
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Completion webhooks: what was sent where, with each response; send again.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Queue counts; pause and resume queues.
     Queues {
         #[command(subcommand)]
@@ -299,6 +302,36 @@ pub enum JobsCommand {
     /// Cancel jobs that have not finished.
     Cancel {
         /// The jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries, newest first: endpoint, event, state (pending, delivered, failed), attempts,
+    /// the latest HTTP status and error.
+    List {
+        /// Only the deliveries of this job.
+        #[arg(long, value_name = "JOB_ID")]
+        job: Option<String>,
+        /// Only deliveries in this state: pending, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON (with each response's body) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send deliveries again (delivered or failed alike): each becomes a new delivery, with a
+    /// new webhook-id, due now; prints the new ids.
+    Redeliver {
+        /// The deliveries' ids (msg_...).
         #[arg(required = true)]
         ids: Vec<String>,
         /// Print JSON instead of text.

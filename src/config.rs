@@ -28,6 +28,8 @@ pub struct Config {
     pub exports: ExportsConfig,
     pub email: EmailConfig,
     pub ai: AiConfig,
+    pub outbox: OutboxConfig,
+    pub webhooks: WebhooksConfig,
     /// What a job may be (size, kind, nesting) before the daemon reads it; one over a limit
     /// fails at once, its error naming the limit (`quizworker_jobs::Limits`).
     pub limits: Limits,
@@ -204,6 +206,61 @@ pub struct DkimConfig {
 pub enum DkimAlgorithm {
     Rsa,
     Ed25519,
+}
+
+/// The relay of the web tier's outbox (`src/runtime/outbox.rs`, docs/WEB_TIER.md): jobs the
+/// web tier enqueued in its own transactions, in its own database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The database that holds `quizworker.outbox` (docs/sql/outbox.sql); empty: no relay.
+    pub url: String,
+    /// How often the relay looks without being woken: NOTIFY wakes it at each commit, this is
+    /// the safety net.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Rows relayed in one round: one transaction in each database, one Redis call per queue.
+    pub batch: usize,
+    /// How long relayed rows stay in the outbox (their idempotency keys hold meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub keep_relayed: Duration,
+}
+
+/// Completion webhooks (`src/webhooks/`, docs/WEB_TIER.md): where they go, and how hard the
+/// daemon tries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// An attempt whose response has not come in this long fails (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per delivery before it is given up as failed.
+    pub max_attempts: u32,
+    pub backoff: BackoffConfig,
+    /// Deliveries in flight at once, per process.
+    pub concurrency: usize,
+    /// How much of each response's body a delivery keeps.
+    pub max_response_bytes: usize,
+    /// The allow-list: webhooks go to these endpoints only, by name. None by default.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, WebhookEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// `https://...` (or `http://`).
+    pub url: String,
+    /// The environment variable that holds the signing secret, `whsec_` and base64.
+    pub secret_env: String,
+    /// Every job of these kinds is told to this endpoint; a job may also name it in its
+    /// envelope's `webhook`.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Whether the endpoint may resolve to a loopback, private or link-local address (an
+    /// intranet service, a test): refused by default, against server-side request forgery.
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 /// The `ai.*` jobs: the OpenAI-compatible chat-completions API they call (docs/AI.md), and
@@ -528,6 +585,24 @@ impl Default for Config {
                 max_answers: 50,
                 max_answer_chars: 20_000,
             },
+            outbox: OutboxConfig {
+                url: String::new(),
+                poll_interval: Duration::from_secs(1),
+                batch: 1000,
+                keep_relayed: Duration::from_secs(7 * 24 * 3600),
+            },
+            webhooks: WebhooksConfig {
+                timeout: Duration::from_secs(10),
+                max_attempts: 10,
+                backoff: BackoffConfig {
+                    base: Duration::from_secs(5),
+                    cap: Duration::from_secs(3600),
+                    jitter: 0.2,
+                },
+                concurrency: 32,
+                max_response_bytes: 2048,
+                endpoints: BTreeMap::new(),
+            },
             limits: Limits::default(),
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
@@ -619,7 +694,57 @@ impl Config {
         }
         self.validate_email()?;
         self.validate_ai()?;
+        if self.outbox.batch == 0 || self.outbox.poll_interval.is_zero() {
+            bail!("outbox.batch must be at least 1 and outbox.poll_interval more than 0s");
+        }
+        self.validate_webhooks()?;
         self.validate_limits()
+    }
+
+    fn validate_webhooks(&self) -> anyhow::Result<()> {
+        let webhooks = &self.webhooks;
+        if webhooks.max_attempts == 0 || webhooks.concurrency == 0 || webhooks.timeout.is_zero() {
+            bail!(
+                "webhooks.max_attempts and webhooks.concurrency must be at least 1, and \
+                 webhooks.timeout more than 0s"
+            );
+        }
+        let b = webhooks.backoff;
+        if b.base.is_zero() || b.cap < b.base || !(0.0..=1.0).contains(&b.jitter) {
+            bail!("webhooks.backoff needs 0 < base <= cap and a jitter from 0 to 1");
+        }
+        for (name, endpoint) in &webhooks.endpoints {
+            let url = reqwest::Url::parse(&endpoint.url).with_context(|| {
+                format!(
+                    "webhooks.endpoints.{name}.url `{}` is not a URL",
+                    endpoint.url
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                bail!("webhooks.endpoints.{name}.url must be an http(s) URL with a host");
+            }
+            if endpoint.secret_env.is_empty() {
+                bail!("webhooks.endpoints.{name}.secret_env must name an environment variable");
+            }
+            // Those are read as settings, and a secret is not one.
+            if endpoint.secret_env.starts_with("QUIZWORKER_") {
+                bail!(
+                    "webhooks.endpoints.{name}.secret_env: a variable starting with QUIZWORKER_ \
+                     is read as a setting; name another (e.g. LMS_WEBHOOK_SECRET)"
+                );
+            }
+            if let Some(kind) = endpoint
+                .kinds
+                .iter()
+                .find(|kind| catalogue::kind(kind).is_none())
+            {
+                bail!(
+                    "webhooks.endpoints.{name}.kinds: unknown job kind `{}`",
+                    shorten(kind, 100)
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_email(&self) -> anyhow::Result<()> {

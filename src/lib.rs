@@ -13,6 +13,7 @@
 //! - [`families`]: what each kind of job does: one folder per family with its handler, its
 //!   Postgres store and its clients; the one dispatch point.
 //! - [`ops`]: what operators and their tools watch: health, metrics, the HTTP server, systemd.
+//! - [`webhooks`]: completion webhooks to the web tier's endpoints (docs/WEB_TIER.md).
 //! - [`cli`] and [`commands`]: the operator's side; [`config`]: every setting.
 //!
 //! docs/ARCHITECTURE.md draws the same path with who owns which state, and how to add a family.
@@ -23,3 +24,4 @@ pub mod config;
 pub mod families;
 pub mod ops;
 pub mod runtime;
+pub mod webhooks;

@@ -112,6 +112,11 @@ if env.max_attempts ~= nil and env.max_attempts ~= cjson.null then
   end
 end
 
+if env.webhook ~= nil and env.webhook ~= cjson.null
+    and (type(env.webhook) ~= 'string' or env.webhook == '') then
+  return redis.error_reply('quizworker: envelope field "webhook" must be a non-empty string')
+end
+
 local key = ''
 if env.idempotency_key ~= nil and env.idempotency_key ~= cjson.null then
   if type(env.idempotency_key) ~= 'string' or env.idempotency_key == '' then
@@ -144,4 +149,8 @@ else
   redis.call('LPUSH', queue .. ':signal', 1)
   redis.call('PUBLISH', 'tasks:' .. queue .. ':active:available', id)
 end
+-- Tells the daemon a job arrived, so that it journals it as queued or scheduled before a worker
+-- takes it (docs/WEB_TIER.md: the status view). Bounded: with no daemon reading for a long
+-- while, the oldest notes go, and those jobs enter the journal when a worker takes them.
+redis.call('XADD', queue .. ':arrivals', 'MAXLEN', '~', 100000, '*', 'id', id)
 return { id, 1 }

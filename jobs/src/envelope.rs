@@ -40,6 +40,11 @@ pub struct Envelope {
     /// Run no earlier than this (one-second resolution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
+    /// The name of a configured webhook endpoint to tell when the job completes or fails
+    /// (docs/WEB_TIER.md): a name, never a URL, so no payload can make the daemon call an
+    /// address its operator did not list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// Why bytes taken off the queue are not a job this daemon can run. Every message names what is
@@ -82,6 +87,7 @@ impl PartialEq for Envelope {
             && self.idempotency_key == other.idempotency_key
             && self.max_attempts == other.max_attempts
             && self.run_at == other.run_at
+            && self.webhook == other.webhook
     }
 }
 
@@ -114,6 +120,7 @@ impl Envelope {
             idempotency_key: None,
             max_attempts: None,
             run_at: None,
+            webhook: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! tier can depend on this crate to build jobs that the daemon will accept.
 //!
 //! One module per job family, holding its payloads and its pure logic: [`diag`], [`scoring`],
-//! [`exports`], [`email`], [`ai`]. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
+//! [`exports`], [`email`], [`ai`]; [`webhooks`] signs completion webhooks. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
 //! every kind is [`catalogue`]; the wire format is [`envelope`], and what the daemon accepts of a
 //! job is [`limits`].
 
@@ -16,6 +16,7 @@ pub mod exports;
 pub mod limits;
 pub mod payload;
 pub mod scoring;
+pub mod webhooks;
 
 pub use catalogue::Kind;
 pub use envelope::{ENQUEUE_SCRIPT, ENVELOPE_VERSION, Envelope, EnvelopeError};

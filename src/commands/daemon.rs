@@ -19,10 +19,10 @@ use crate::ops::redact::redacted;
 use crate::ops::{http, metrics, systemd};
 use crate::runtime::executor::Executor;
 use crate::runtime::journal::Journal;
-use crate::runtime::maintenance;
 use crate::runtime::pool;
 use crate::runtime::process::Process;
 use crate::runtime::rate_limit::RateLimits;
+use crate::runtime::{arrivals, events, maintenance, outbox};
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = connect_postgres(config).await?;
@@ -110,6 +110,26 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         pg.clone(),
         redis.clone(),
     ));
+    // For web tiers (docs/WEB_TIER.md): script-enqueued jobs journaled as they arrive, state
+    // changes repeated on Redis, and the outbox relayed if there is one.
+    let arrivals = tokio::spawn(arrivals::run(
+        config.clone(),
+        pg.clone(),
+        process.name().to_owned(),
+    ));
+    let events = tokio::spawn(events::run(config.clone(), redis.connection()));
+    // Always: with no endpoints it still rewrites the routes, and fails the deliveries that
+    // name an endpoint no longer configured, rather than leave them waiting.
+    let webhooks =
+        crate::webhooks::dispatcher::Dispatcher::new(config.clone(), pg.clone()).bad_input()?;
+    let webhooks = Some(tokio::spawn(webhooks.run()));
+    let relay = if config.outbox.url.is_empty() {
+        None
+    } else {
+        let relay =
+            outbox::Relay::connect(config.clone(), pg.clone(), redis.clone()).bad_input()?;
+        Some(tokio::spawn(relay.run()))
+    };
     let services = Services {
         email,
         ai,
@@ -145,6 +165,11 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     let result = pool::run(config, executor, redis, health, &process, &queues, shutdown).await;
     sampler.abort();
     upkeep.abort();
+    arrivals.abort();
+    events.abort();
+    for task in [relay, webhooks].into_iter().flatten() {
+        task.abort();
+    }
     // The writer ends when the last handle is gone, after its final batch; a handler abandoned
     // at the shutdown timeout may still hold one, so do not wait for ever.
     if tokio::time::timeout(Duration::from_secs(10), writer)

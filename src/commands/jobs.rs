@@ -176,13 +176,15 @@ async fn show_waiting(config: &Config, id: &str, json: bool) -> anyhow::Result<(
         JobState::Queued
     };
     if json {
+        // The keys of a journaled job (and the columns of quizworker.job_status_v1).
         return output::print_json(&json!({
             "id": id, "queue": queue.name(), "kind": envelope.kind, "state": state,
             "attempts": 0, "max_attempts": envelope.max_attempts
                 .unwrap_or(config.queue(queue).max_attempts),
-            "progress": 0, "error": null, "payload": envelope.payload,
-            "created_at": envelope.created_at, "scheduled_at": envelope.run_at,
-            "finished_at": null, "attempt_history": [],
+            "progress": 0, "progress_message": null, "error": null, "result": null,
+            "payload": envelope.payload, "idempotency_key": envelope.idempotency_key,
+            "worker": null, "created_at": envelope.created_at, "scheduled_at": envelope.run_at,
+            "attempted_at": null, "finished_at": null, "attempt_history": [],
         }));
     }
     outln!("id           {}", output::text(id))?;

@@ -11,6 +11,7 @@ mod jobs;
 mod output;
 mod queues;
 mod score;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -49,6 +50,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Ai(command) => ai::execute(&config, command).await,
         Command::Email(command) => email::execute(&config, command).await,
         Command::Jobs(command) => jobs::execute(&config, command).await,
+        Command::Webhooks(command) => webhooks::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,
     }
 }

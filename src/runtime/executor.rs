@@ -196,6 +196,7 @@ impl Executor {
                     .max_attempts
                     .unwrap_or(self.config.queue(queue).max_attempts),
                 created_at: envelope.created_at,
+                webhook: envelope.webhook.as_deref().map(journal::sanitize_text),
                 worker: worker.to_owned(),
                 process: self.process.name().to_owned(),
                 stale_after: self.stale_after(queue),
@@ -481,6 +482,7 @@ impl Executor {
             idempotency_key: None,
             max_attempts: 1,
             created_at,
+            webhook: None,
             worker: worker.to_owned(),
             process: self.process.name().to_owned(),
             stale_after: self.stale_after(queue),

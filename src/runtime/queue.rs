@@ -36,6 +36,38 @@ redis.call('PUBLISH', 'tasks:' .. queue .. ':active:available', id)
 return 1
 "#;
 
+/// Pushes journaled jobs that no run has pushed yet (ARGV[2..], four per job: id, envelope,
+/// run-at epoch seconds, idempotency key or ""): a job whose payload Redis already holds was
+/// pushed before (a relay that died before it could say so) and is skipped. Returns how many
+/// it pushed.
+const PUSH_NEW_SCRIPT: &str = r#"
+local queue = ARGV[1]
+local now = tonumber(redis.call('TIME')[1])
+local ready, pushed = {}, 0
+for i = 2, #ARGV, 4 do
+  local id, raw, run_at, key = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  if redis.call('HSETNX', queue .. ':data', id, raw) == 1 then
+    redis.call('HSET', queue .. ':meta:' .. id,
+      'attempts', 0, 'max_attempts', 25, 'status', 'Pending', 'idempotency_key', key)
+    if run_at > now then
+      redis.call('ZADD', queue .. ':scheduled', run_at, id)
+    else
+      table.insert(ready, id)
+    end
+    pushed = pushed + 1
+  end
+end
+for i = 1, #ready, 1000 do
+  redis.call('RPUSH', queue .. ':active', unpack(ready, i, math.min(i + 999, #ready)))
+end
+if #ready > 0 then
+  redis.call('DEL', queue .. ':signal')
+  redis.call('LPUSH', queue .. ':signal', 1)
+  redis.call('PUBLISH', 'tasks:' .. queue .. ':active:available', ready[#ready])
+end
+return pushed
+"#;
+
 /// Gives a stopped or dead worker's jobs back, to the front of the ready list since they were
 /// taken first, except those still running in this process (ARGV[3..]): they stay in the
 /// worker's in-flight set until they end ([`RELEASE_SCRIPT`]), and the worker stays
@@ -169,6 +201,7 @@ pub struct RedisQueues {
     requeue: redis::Script,
     hand_back: redis::Script,
     release: redis::Script,
+    push_new: redis::Script,
 }
 
 impl RedisQueues {
@@ -181,6 +214,7 @@ impl RedisQueues {
             requeue: redis::Script::new(REQUEUE_SCRIPT),
             hand_back: redis::Script::new(HAND_BACK_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
+            push_new: redis::Script::new(PUSH_NEW_SCRIPT),
         })
     }
 
@@ -211,6 +245,58 @@ impl RedisQueues {
             id,
             created: created == 1,
         })
+    }
+
+    /// Takes each job's idempotency key on `queue` for it, unless another job holds it already:
+    /// returns, per job in order, the holder when it is another job. A key taken once stays
+    /// taken by its job, so taking it again for the same job is no change.
+    pub async fn take_idempotency_keys(
+        &self,
+        queue: Queue,
+        jobs: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<Option<String>>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = self.name(queue);
+        let mut pipe = redis::pipe();
+        for (id, key) in jobs {
+            pipe.cmd("SET")
+                .arg(format!("{name}:idempotency:{key}"))
+                .arg(id)
+                .arg("NX")
+                .arg("GET");
+        }
+        let holders: Vec<Option<String>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .context("could not take idempotency keys in Redis")?;
+        Ok(jobs
+            .iter()
+            .zip(holders)
+            .map(|((id, _), holder)| holder.filter(|holder| holder != id))
+            .collect())
+    }
+
+    /// Pushes journaled jobs of one queue that were never pushed (see [`PUSH_NEW_SCRIPT`]);
+    /// returns how many it pushed.
+    pub async fn push_new(&self, queue: Queue, envelopes: &[&Envelope]) -> anyhow::Result<u64> {
+        if envelopes.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.push_new.prepare_invoke();
+        invocation.arg(self.name(queue));
+        for envelope in envelopes {
+            invocation
+                .arg(envelope.id.to_string())
+                .arg(envelope.encode())
+                .arg(envelope.run_at.map(due_second).unwrap_or(0))
+                .arg(envelope.idempotency_key.as_deref().unwrap_or(""));
+        }
+        invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .with_context(|| format!("could not push jobs to Redis queue {queue}"))
     }
 
     /// Puts a job that failed an attempt back in the scheduled set for its next attempt.

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
+mod proxy;
 mod smtp;
+#[allow(unused_imports)] // each test file uses a different part of the harness
+pub use proxy::{Proxy, port_of};
 #[allow(unused_imports)] // each test file uses a different part of the harness
 pub use smtp::{
     Attachment, ReceivedMessage, Rule, SinkTls, SmtpSink, SmtpSinkOptions, Stage, message_to,

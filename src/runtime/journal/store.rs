@@ -49,6 +49,8 @@ impl JobRow {
             idempotency_key: self.idempotency_key.clone(),
             max_attempts: u32::try_from(self.max_attempts).ok(),
             run_at: None,
+            // The journal keeps it in its own column, which a re-push leaves as it is.
+            webhook: None,
         };
         Ok((queue, envelope))
     }
@@ -192,10 +194,10 @@ pub async fn insert_waiting(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
-                           created_at, scheduled_at)
+                           created_at, scheduled_at, webhook)
          VALUES ($1, $2, $3, $4::json,
                  CASE WHEN $8::timestamptz > now() THEN 'scheduled' ELSE 'queued' END,
-                 $5, $6, $7, $8)
+                 $5, $6, $7, $8, $9)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(envelope.id.to_string())
@@ -206,7 +208,79 @@ pub async fn insert_waiting(
     .bind(envelope.idempotency_key.as_deref())
     .bind(envelope.created_at)
     .bind(envelope.run_at)
+    .bind(envelope.webhook.as_deref().map(super::sanitize_text))
     .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A job to journal as waiting: its queue, its envelope and its attempt limit.
+pub struct Waiting<'a> {
+    pub queue: Queue,
+    pub envelope: &'a Envelope,
+    pub max_attempts: u32,
+}
+
+/// [`insert_waiting`] for many jobs in one statement. Jobs the journal already has (a worker
+/// took one first, an operator cancelled it) are left alone.
+pub async fn insert_waiting_many(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[Waiting<'_>],
+) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.envelope.id.to_string()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.name()).collect();
+    let kinds: Vec<String> = jobs
+        .iter()
+        .map(|j| super::sanitize_text(&j.envelope.kind))
+        .collect();
+    let payloads: Vec<String> = jobs
+        .iter()
+        .map(|j| super::json_text(j.envelope.payload.get()))
+        .collect();
+    let limits: Vec<i32> = jobs
+        .iter()
+        .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
+        .collect();
+    let keys: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| {
+            j.envelope
+                .idempotency_key
+                .as_deref()
+                .map(super::sanitize_text)
+        })
+        .collect();
+    let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.envelope.created_at).collect();
+    let run_at: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.envelope.run_at).collect();
+    let webhooks: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| j.envelope.webhook.as_deref().map(super::sanitize_text))
+        .collect();
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
+                           created_at, scheduled_at, webhook)
+         SELECT id, queue, kind, payload::json,
+                CASE WHEN run_at > now() THEN 'scheduled' ELSE 'queued' END,
+                max_attempts, idempotency_key, created_at, run_at, webhook
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[],
+                       $7::timestamptz[], $8::timestamptz[], $9::text[])
+                AS t(id, queue, kind, payload, max_attempts, idempotency_key, created_at, run_at,
+                     webhook)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&queues)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&limits)
+    .bind(&keys)
+    .bind(&created)
+    .bind(&run_at)
+    .bind(&webhooks)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -362,8 +436,8 @@ pub async fn insert_cancelled(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, idempotency_key,
-                           created_at, finished_at)
-         VALUES ($1, $2, $3, $4::json, 'cancelled', $5, $6, $7, now())
+                           created_at, finished_at, webhook)
+         VALUES ($1, $2, $3, $4::json, 'cancelled', $5, $6, $7, now(), $8)
          ON CONFLICT (id) DO UPDATE SET state = 'cancelled', finished_at = now(), updated_at = now()
           WHERE jobs.state NOT IN ('completed', 'failed', 'cancelled')",
     )
@@ -374,6 +448,7 @@ pub async fn insert_cancelled(
     .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
     .bind(envelope.idempotency_key.as_deref())
     .bind(envelope.created_at)
+    .bind(envelope.webhook.as_deref().map(super::sanitize_text))
     .execute(pool)
     .await?;
     Ok(())

@@ -28,6 +28,8 @@ pub struct JobStart {
     pub idempotency_key: Option<String>,
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// The webhook endpoint the envelope names, if any.
+    pub webhook: Option<String>,
     pub worker: String,
     /// The process the worker belongs to (`runtime::process`): while its lease is fresh, no
     /// other delivery of this job starts.
@@ -313,6 +315,7 @@ async fn write_starts(
     let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.created_at).collect();
     let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
     let processes: Vec<&str> = jobs.iter().map(|j| j.process.as_str()).collect();
+    let webhooks: Vec<Option<&str>> = jobs.iter().map(|j| j.webhook.as_deref()).collect();
     let stale_after_ms: Vec<i64> = jobs
         .iter()
         .map(|j| i64::try_from(j.stale_after.as_millis()).unwrap_or(i64::MAX))
@@ -325,9 +328,9 @@ async fn write_starts(
         WITH input AS (
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::int4[], $7::timestamptz[], $8::text[], $9::text[],
-                                 $10::int8[])
+                                 $10::int8[], $11::text[])
                 AS t(id, queue, kind, payload, idempotency_key, max_attempts, created_at, worker,
-                     process, stale_after_ms)
+                     process, stale_after_ms, webhook)
         ),
         beside AS (
             -- Its current attempt is under way in a live process: this delivery would run the
@@ -353,9 +356,10 @@ async fn write_starts(
         ),
         upserted AS (
             INSERT INTO jobs AS j (id, queue, kind, payload, idempotency_key, max_attempts,
-                                   created_at, state, attempts, worker, process, attempted_at)
+                                   created_at, state, attempts, worker, process, attempted_at,
+                                   webhook)
             SELECT id, queue, kind, payload::json, idempotency_key, max_attempts, created_at,
-                   'running', 1, worker, process, now()
+                   'running', 1, worker, process, now(), webhook
               FROM input
              WHERE id NOT IN (SELECT id FROM beside)
             ON CONFLICT (id) DO UPDATE
@@ -381,6 +385,7 @@ async fn write_starts(
     .bind(&workers)
     .bind(&processes)
     .bind(&stale_after_ms)
+    .bind(&webhooks)
     .fetch_all(&mut *tx)
     .await?;
 

@@ -1,0 +1,256 @@
+//! The web tier's contract (docs/WEB_TIER.md): the status view `quizworker.job_status_v1`, with
+//! the keys of `jobs show --json`, shows a job enqueued with the script while it waits; every
+//! state change is told on Postgres' channel `quizworker_job_state` and on Redis'
+//! `<prefix>events`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, TestEnv};
+use futures::StreamExt;
+use quizworker_jobs::ENQUEUE_SCRIPT;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+/// Enqueues with the protocol's script alone, as a web tier does: nothing writes the journal.
+async fn enqueue_with_script(env: &TestEnv, queue: &str, envelope: &Value) -> String {
+    let (id, created): (String, i64) = redis::Script::new(ENQUEUE_SCRIPT)
+        .arg(env.queue(queue))
+        .arg(envelope.to_string())
+        .invoke_async(&mut env.redis.clone())
+        .await
+        .expect("the script enqueues");
+    assert_eq!(created, 1);
+    id
+}
+
+fn envelope(kind: &str, payload: Value) -> Value {
+    json!({"v": 1, "id": ulid::Ulid::new().to_string(), "kind": kind, "payload": payload,
+           "created_at": chrono::Utc::now().to_rfc3339()})
+}
+
+/// The job as the view shows it, as JSON.
+async fn in_view(env: &TestEnv, id: &str) -> Option<Value> {
+    sqlx::query_scalar("SELECT to_json(s) FROM quizworker.job_status_v1 s WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&env.pool)
+        .await
+        .expect("the view answers")
+}
+
+async fn wait_in_view(env: &TestEnv, id: &str, state: &str) -> (Value, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(row) = in_view(env, id).await
+            && row["state"] == state
+        {
+            return (row, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "job {id} not {state} in the view: {:?}\n{}",
+            in_view(env, id).await,
+            env.daemon_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[sqlx::test]
+async fn the_view_has_the_keys_of_jobs_show_json(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let id = env.enqueue("diag.fail", r#"{"times": 0, "permanent": true}"#, &[]);
+    env.wait_for_state(&id, "failed").await;
+
+    let mut shown = env.cli_json(&["jobs", "show", &id, "--json"]);
+    shown
+        .as_object_mut()
+        .unwrap()
+        .remove("attempt_history")
+        .expect("show has the history");
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_schema = 'quizworker' AND table_name = 'job_status_v1'
+          ORDER BY ordinal_position",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let keys: BTreeSet<&str> = shown
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let columns_set: BTreeSet<&str> = columns.iter().map(String::as_str).collect();
+    assert_eq!(keys, columns_set);
+
+    let row = in_view(&env, &id).await.expect("in the view");
+    for key in [
+        "id",
+        "queue",
+        "kind",
+        "state",
+        "attempts",
+        "max_attempts",
+        "error",
+        "payload",
+    ] {
+        assert_eq!(row[key], shown[key], "{key}");
+    }
+    assert!(
+        row["error"].as_str().unwrap().contains("permanent"),
+        "{row}"
+    );
+
+    // A job only in Redis (no daemon journaled it yet) shows with the same keys.
+    let waiting = enqueue_with_script(&env, "indexing", &envelope("diag.noop", json!({}))).await;
+    let mut shown = env.cli_json(&["jobs", "show", &waiting, "--json"]);
+    shown.as_object_mut().unwrap().remove("attempt_history");
+    let keys: BTreeSet<&str> = shown
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, columns_set);
+}
+
+#[sqlx::test]
+async fn a_job_enqueued_with_the_script_shows_as_waiting_at_once(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    // No worker runs the default queue, so its jobs wait.
+    let _daemon = env.spawn_daemon(&["--queues", "scoring"]);
+
+    let queued = enqueue_with_script(&env, "default", &envelope("diag.noop", json!({}))).await;
+    let (row, took) = wait_in_view(&env, &queued, "queued").await;
+    assert_eq!(row["queue"], "default");
+    assert_eq!(row["attempts"], 0);
+    assert_eq!(row["max_attempts"], 3, "the queue's limit (FAST_CONFIG)");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    let mut later = envelope("diag.noop", json!({}));
+    let run_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    later["run_at"] = json!(run_at.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    later["max_attempts"] = json!(7);
+    later["idempotency_key"] = json!("later-1");
+    let scheduled = enqueue_with_script(&env, "default", &later).await;
+    let (row, _) = wait_in_view(&env, &scheduled, "scheduled").await;
+    assert_eq!(row["max_attempts"], 7);
+    assert_eq!(row["idempotency_key"], "later-1");
+    assert!(row["scheduled_at"].is_string(), "{row}");
+
+    // An id nobody enqueued is not there at all.
+    assert_eq!(in_view(&env, &ulid::Ulid::new().to_string()).await, None);
+
+    // The notes the script left were read and deleted: Redis does not grow with them.
+    let left: i64 = env
+        .redis_cmd(redis::cmd("XLEN").arg(format!("{}:arrivals", env.queue("default"))))
+        .await;
+    assert_eq!(left, 0);
+
+    // A worker of the default queue then runs it, once.
+    let _worker = env.spawn_daemon(&["--queues", "default"]);
+    wait_in_view(&env, &queued, "completed").await;
+    assert_eq!(env.attempts(&queued).await.len(), 1);
+}
+
+#[sqlx::test]
+async fn jobs_enqueued_while_no_daemon_runs_show_when_one_starts(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let ids = [
+        enqueue_with_script(&env, "indexing", &envelope("diag.noop", json!({}))).await,
+        enqueue_with_script(&env, "indexing", &envelope("diag.noop", json!({}))).await,
+    ];
+    assert_eq!(in_view(&env, &ids[0]).await, None);
+    let _daemon = env.spawn_daemon(&["--queues", "scoring"]);
+    for id in &ids {
+        wait_in_view(&env, id, "queued").await;
+    }
+}
+
+/// (state, attempts) of each event about `id`, until it is `last`.
+async fn collect<S>(events: &mut S, id: &str, last: &str) -> Vec<(String, i64)>
+where
+    S: futures::Stream<Item = String> + Unpin,
+{
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while seen.last().is_none_or(|(state, _)| state != last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let payload = tokio::time::timeout(left, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("events of {id} so far: {seen:?}"))
+            .expect("the stream of events goes on");
+        let event: Value = serde_json::from_str(&payload).expect("events are JSON");
+        if event["id"] == id {
+            assert_eq!(event["kind"], "diag.fail");
+            assert_eq!(event["queue"], "default");
+            seen.push((
+                event["state"].as_str().unwrap().to_owned(),
+                event["attempts"].as_i64().unwrap(),
+            ));
+        }
+    }
+    seen
+}
+
+#[sqlx::test]
+async fn every_state_change_is_told_on_postgres_and_on_redis(pool: PgPool) {
+    let env = TestEnv::new(pool).await;
+    let mut listener = PgListener::connect_with(&env.pool).await.unwrap();
+    listener.listen("quizworker_job_state").await.unwrap();
+    let mut notified = Box::pin(
+        listener
+            .into_stream()
+            .map(|n| n.expect("the listener").payload().to_owned()),
+    );
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{}events", env.prefix))
+        .await
+        .unwrap();
+    let mut published = Box::pin(
+        pubsub
+            .into_on_message()
+            .map(|m| m.get_payload::<String>().expect("a text payload")),
+    );
+
+    let daemon = env.spawn_daemon(&[]);
+    daemon.wait_for_log("repeating job events on Redis");
+    // Fails its first attempt (retried after 1 s), then completes. Delayed, so that it is
+    // journaled as waiting before a worker could take it.
+    let id = env.enqueue("diag.fail", r#"{"times": 1}"#, &["--delay", "2s"]);
+    let expected: Vec<(String, i64)> = [
+        ("scheduled", 0),
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("completed", 2),
+    ]
+    .map(|(s, a)| (s.to_owned(), a))
+    .into();
+    assert_eq!(collect(&mut notified, &id, "completed").await, expected);
+    assert_eq!(collect(&mut published, &id, "completed").await, expected);
+
+    // An operator's changes are told too.
+    let cancelled = env.enqueue("diag.noop", "{}", &["--delay", "1h"]);
+    env.cli_ok(&["jobs", "cancel", &cancelled]);
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("cancelled") {
+        let payload = tokio::time::timeout(DEADLINE, notified.next())
+            .await
+            .expect("the cancel is told")
+            .unwrap();
+        let event: Value = serde_json::from_str(&payload).unwrap();
+        if event["id"] == cancelled {
+            states.push(event["state"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(states, ["scheduled", "cancelled"]);
+}
