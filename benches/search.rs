@@ -2,10 +2,11 @@
 //!
 //! How fast the release daemon writes documents into the Postgres backend, rebuilds a whole
 //! index, and how fast `quizworker_search` answers over it, with real Redis and Postgres (README
-//! "Search", docs/SEARCH.md). Documents are questions of about 1 KB (BENCH_DOC_BYTES): a title
-//! of five words, a text, four options and a test id, the words drawn (seeded) from a
-//! vocabulary of English and Hindi words, so a third of the text is Devanagari. The index is
-//! `questions`, with the shipped defaults (`simple` configuration, strict).
+//! "Search", docs/SEARCH.md). Documents are questions of about 1 KB (BENCH_DOC_BYTES): a title,
+//! a text, four options and a test id, the words drawn (seeded, Zipf-like) from a vocabulary of
+//! 50,000 words, a third of them Devanagari; the words the queries use are real English and
+//! Hindi science words, each in about 0.3 to 1% of the documents, as a subject's terms are in a
+//! question bank. The index is `questions`, with the shipped defaults (`simple`, strict).
 //!
 //! Parts:
 //! 1. Upserts: BENCH_UPSERT_DOCS documents in `index.upsert` jobs of BENCH_UPSERT_BATCH each,
@@ -168,8 +169,10 @@ fn main() -> ExitCode {
         );
         harness.report.workload(&format!(
             "questions of about {} bytes as JSON (title, text, four options, test id), words \
-             drawn from {} English and {} Hindi words (a third Devanagari); index `questions`, \
-             Postgres backend, `simple` configuration, title typo-matched",
+             drawn (Zipf-like) from {VOCABULARY} words, a third Devanagari, among them {} \
+             English and {} Hindi science words each in about 1% of the documents (the \
+             queries' words); index `questions`, Postgres backend, `simple` configuration, \
+             title typo-matched",
             knobs.doc_bytes,
             ENGLISH.len(),
             HINDI.len()
@@ -242,7 +245,22 @@ fn run(knobs: &Knobs, harness: &mut Harness) {
     });
 }
 
-/// A seeded generator of words (xorshift: the same documents every run).
+/// Distinct words of the vocabulary: a question bank's order of magnitude.
+const VOCABULARY: u64 = 50_000;
+/// The rank of the first real word (ENGLISH, then HINDI), and the ranks between two: real words
+/// sit in the middle of the distribution, each in about 1% of the documents, as a subject's
+/// terms are in a question bank (the synthetic words of lower ranks are the common ones).
+const FIRST_REAL_RANK: u64 = 1000;
+const REAL_RANK_STEP: u64 = 97;
+const LATIN_SYLLABLES: [&str; 16] = [
+    "ka", "to", "mi", "re", "su", "la", "po", "ni", "da", "ve", "bo", "gu", "fe", "ri", "sa", "ze",
+];
+const DEVANAGARI_SYLLABLES: [&str; 16] = [
+    "क", "त", "मि", "रे", "सु", "ला", "पो", "नि", "द", "वे", "बो", "गु", "फे", "री", "सा", "जो",
+];
+
+/// A seeded generator of words (xorshift: the same documents every run), with a skewed
+/// (Zipf-like) distribution over [`VOCABULARY`] words, a third of them Devanagari.
 struct Words(u64);
 
 impl Words {
@@ -253,13 +271,30 @@ impl Words {
         self.0
     }
 
-    fn word(&mut self) -> &'static str {
-        let n = self.next();
-        if n.is_multiple_of(3) {
-            HINDI[(n / 3) as usize % HINDI.len()]
-        } else {
-            ENGLISH[(n / 3) as usize % ENGLISH.len()]
+    fn word(&mut self) -> String {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let rank = ((VOCABULARY as f64) * u.powf(2.5)) as u64;
+        if rank >= FIRST_REAL_RANK && (rank - FIRST_REAL_RANK).is_multiple_of(REAL_RANK_STEP) {
+            let i = ((rank - FIRST_REAL_RANK) / REAL_RANK_STEP) as usize;
+            if let Some(word) = ENGLISH
+                .get(i)
+                .or_else(|| HINDI.get(i - ENGLISH.len().min(i)))
+            {
+                return (*word).to_owned();
+            }
         }
+        let syllables = if rank.is_multiple_of(3) {
+            &DEVANAGARI_SYLLABLES
+        } else {
+            &LATIN_SYLLABLES
+        };
+        let mut word = String::new();
+        let mut r = rank + 16;
+        while r > 0 {
+            word.push_str(syllables[(r % 16) as usize]);
+            r /= 16;
+        }
+        word
     }
 
     fn text(&mut self, bytes: usize) -> String {
@@ -268,7 +303,7 @@ impl Words {
             if !text.is_empty() {
                 text.push(' ');
             }
-            text.push_str(self.word());
+            text.push_str(&self.word());
         }
         text
     }

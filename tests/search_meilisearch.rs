@@ -637,3 +637,59 @@ async fn a_rebuild_writes_beside_the_live_index_and_swaps_it_in(pool: PgPool) {
     assert!(first_settings.unwrap() < first_documents.unwrap());
     assert!(state.log.iter().any(|l| l == "POST /swap-indexes"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_upsert_during_a_rebuild_goes_to_both_indexes_and_survives_the_swap(pool: PgPool) {
+    let t = MeiliEnv::new(pool.clone()).await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA platform;
+         CREATE TABLE platform.questions AS
+         SELECT 'p' || i AS id, 10::bigint AS version, 'Question ' || i AS title,
+                'text ' || i AS text, 't1' AS test_id
+           FROM generate_series(1, 60) AS i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A slow source (40 ms a row, read twice), so the rebuild takes a few seconds.
+    let config = format!("{FAST_CONFIG}\n{CONFIG}").replace(
+        "FROM platform.questions\"",
+        "FROM platform.questions WHERE pg_sleep(0.04)::text = ''\"",
+    );
+    std::fs::write(t.env.dir.path().join("config.toml"), config).unwrap();
+    let _daemon = t.daemon();
+    let rebuild = t.enqueue("index.rebuild", json!({"index": "questions"}));
+    let start = std::time::Instant::now();
+    while t.env.job(&rebuild).await.map(|j| j.progress).unwrap_or(0) < 10 {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "{}",
+            t.env.daemon_logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let during = t.enqueue("index.upsert", json!({"index": "questions",
+        "documents": [question("p60", 99, "Written during the rebuild"), question("new", 1, "New")]}));
+    t.env.wait_for_state(&during, "completed").await;
+    assert_eq!(
+        t.env.job(&rebuild).await.unwrap().state,
+        "running",
+        "it landed during the rebuild"
+    );
+    // Written to the live index at once, and to the build.
+    assert_eq!(t.documents("questions")["new"]["title"], "New");
+    let result = t
+        .env
+        .wait_for_state(&rebuild, "completed")
+        .await
+        .result
+        .unwrap();
+    assert_eq!(result["rows"], 60, "{result}");
+    let live = t.documents("questions");
+    assert_eq!(live.len(), 61, "the 60 rows and the new document");
+    assert_eq!(
+        live["p60"]["title"], "Written during the rebuild",
+        "not the source's older row"
+    );
+    assert_eq!(live["new"]["title"], "New");
+}
