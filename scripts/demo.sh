@@ -101,6 +101,21 @@ say "OpenAI-compatible mock on 127.0.0.1:${mock_line##* }"
 export QUIZWORKER_AI__BASE_URL="http://127.0.0.1:${mock_line##* }/v1"
 export QUIZWORKER_AI__MODEL=demo-mock
 
+# --- a search index, for the search step ----------------------------------------------------------
+# config.toml with one index defined: the sample test's questions, kept in Postgres.
+DEMO_CONFIG=target/demo-config.toml
+{
+    cat config.toml
+    cat <<'TOML'
+
+[search.indexes.questions]
+searchable = { title = "A", text = "B" }
+typo_fields = ["title"]
+filterable = ["test_id"]
+TOML
+} >"$DEMO_CONFIG"
+export QUIZWORKER_CONFIG=$DEMO_CONFIG
+
 # --- the daemon -------------------------------------------------------------------------------
 : >"$LOG"
 say "starting the daemon (log: $LOG)"
@@ -314,6 +329,24 @@ echo
 echo "--- quizworker ai usage"
 "$BIN" ai usage
 
+# --- search ---------------------------------------------------------------------------------------
+# The sample test's questions indexed (one in Hindi), then searched as the web tier would:
+# a Hindi word, a typo, and an exclusion.
+echo
+say "search step: index.upsert of the sample test's three questions, then quizworker search"
+indexed=$("$BIN" enqueue index.upsert --payload '{"index": "questions", "documents": [
+  {"id": "p1", "version": 1, "title": "Projectile range", "test_id": "demo-jee-mock",
+   "text": "A ball is thrown at 20 m/s. At which angle is its range on level ground the largest?"},
+  {"id": "p2", "version": 1, "title": "प्रकाश का अपवर्तन", "test_id": "demo-jee-mock",
+   "text": "प्रकाश हवा से कांच में जाता है तो उसकी चाल का क्या होता है? (refraction of light)"},
+  {"id": "m1", "version": 1, "title": "Sum of natural numbers", "test_id": "demo-jee-mock",
+   "text": "Twice the sum of the first six natural numbers, as an integer answer."}]}')
+wait_state "$indexed" completed
+for query in "प्रकाश" "projectle range" "light -glass"; do
+    echo "--- quizworker search questions \"$query\""
+    "$BIN" search questions "$query"
+done
+
 # --- stop ------------------------------------------------------------------------------------
 echo
 say "stopping the daemon with SIGTERM"
@@ -340,6 +373,7 @@ say "  $BIN jobs show $retried      # the job that completed after two failed at
 say "  $BIN jobs show $failed      # the job that failed"
 say "  $BIN jobs list --state failed; $BIN queues; $BIN --help"
 say "  $BIN email deliveries $mail      # the email: its message, status and the server's reply"
+say "  QUIZWORKER_CONFIG=$DEMO_CONFIG $BIN search questions '\"refraction of light\"' --json   # the index"
 say "  $BIN email preview result-ready --templates docs/templates --locale hi --vars FILE.json"
 say "  The email as received: $MAIL (one JSON line per message; data_b64 is the raw message)."
 say "  $BIN jobs show $hints      # ai.hints: three graded hints per question; $BIN ai usage"

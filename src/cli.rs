@@ -89,6 +89,11 @@ pub enum Command {
     /// Preview email templates offline; see what was sent; the suppression list.
     #[command(subcommand)]
     Email(EmailCommand),
+    /// Search an index as the web tier would, and show the hits, best first.
+    Search(SearchArgs),
+    /// Search indexes: rebuild one from its source.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -247,6 +252,41 @@ pub enum SuppressionsCommand {
     Remove {
         /// The address, as `list` shows it (compared without case).
         address: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The index, as named in [search.indexes.NAME] of the config.
+    pub index: String,
+    /// What to look for: words, "a quoted phrase", `or`, -excluded (as a search box takes it).
+    pub query: String,
+    /// Only documents whose FIELD has VALUE (a filterable field); repeat for more. VALUE is
+    /// read as JSON if it is (42, true, "x"), else as text.
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub filter: Vec<String>,
+    /// Hits to show (1 to 100).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// Hits to skip first (0 to 10000).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub offset: u32,
+    /// Print the hits as JSON (id, rank, snippet, document).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Build an index again from its source query on the platform's database (read-only),
+    /// beside the live one, and swap it in; searches go on meanwhile. Progress on standard
+    /// error.
+    Rebuild {
+        /// The index, as named in [search.indexes.NAME] of the config.
+        index: String,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use quizworker_jobs::ai::reply::ResponseFormat;
+use quizworker_jobs::indexing::{IndexSchema, VersionType, Weight};
 use quizworker_jobs::limits::{MAX_JSON_DEPTH_LIMIT, shorten};
 use quizworker_jobs::{Limits, Queue, catalogue};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -30,6 +31,7 @@ pub struct Config {
     pub ai: AiConfig,
     pub outbox: OutboxConfig,
     pub webhooks: WebhooksConfig,
+    pub search: SearchConfig,
     /// What a job may be (size, kind, nesting) before the daemon reads it; one over a limit
     /// fails at once, its error naming the limit (`quizworker_jobs::Limits`).
     pub limits: Limits,
@@ -313,6 +315,159 @@ pub struct AiConfig {
     /// The most characters of an answer `ai.evaluate` sends; a longer one is not graded.
     pub max_answer_chars: usize,
 }
+
+/// The `index.*` jobs (docs/SEARCH.md): the indexes, the Meilisearch server, and the
+/// platform's database that rebuilds read. The Meilisearch key comes from the environment
+/// (`MEILISEARCH_API_KEY`), the platform's database URL from the variable `source.url_env`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Documents of one `index.upsert`, or deletions of one `index.delete`, at most.
+    pub max_documents: usize,
+    /// Rows of the source read and written at a time by a rebuild (its memory is about this
+    /// many documents).
+    pub rebuild_batch: usize,
+    pub source: SearchSourceConfig,
+    pub meilisearch: MeilisearchConfig,
+    /// The indexes by name (`[search.indexes.NAME]`); none by default.
+    #[serde(default)]
+    pub indexes: BTreeMap<String, IndexConfig>,
+}
+
+/// The platform's database, read by `index.rebuild` through a read-only connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSourceConfig {
+    /// The environment variable holding its URL (never the URL itself: it has a password).
+    pub url_env: String,
+}
+
+/// The Meilisearch server of indexes with `backend = "meilisearch"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeilisearchConfig {
+    pub url: String,
+    /// One HTTP request longer than this fails (retried).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A task not finished this long after it was enqueued fails the attempt (retried).
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+    /// How often a task's status is asked for.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A 429 or 5xx is asked again this many times within an attempt (waiting 200 ms, 400 ms,
+    /// ... or what `Retry-After` says), then the attempt fails and the queue's backoff takes over.
+    pub max_retries: u32,
+}
+
+/// Where an index is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchBackend {
+    /// The daemon's own Postgres: full-text search with `tsvector`, `pg_trgm` for typos.
+    Postgres,
+    /// A Meilisearch server over HTTP.
+    Meilisearch,
+}
+
+impl SearchBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchBackend::Postgres => "postgres",
+            SearchBackend::Meilisearch => "meilisearch",
+        }
+    }
+}
+
+/// One index: where it is kept, what its documents hold, and where a rebuild reads it from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    #[serde(default = "defaults::backend")]
+    pub backend: SearchBackend,
+    #[serde(default = "defaults::primary_key")]
+    pub primary_key: String,
+    /// The field whose value orders writes of one document: the newer wins.
+    #[serde(default = "defaults::version_field")]
+    pub version_field: String,
+    #[serde(default = "defaults::version_type")]
+    pub version_type: VersionType,
+    /// Postgres' text-search configuration: `simple` (lower-cases, no stemming: right for
+    /// Hindi and other scripts Postgres has no stemmer for), `english`, `french`, ...
+    #[serde(default = "defaults::text_search_config")]
+    pub text_search_config: String,
+    /// The fields searched and their weight, A (most) to D.
+    pub searchable: BTreeMap<String, Weight>,
+    /// Short fields (titles, names) matched by trigram similarity too, for typos.
+    #[serde(default)]
+    pub typo_fields: Vec<String>,
+    #[serde(default)]
+    pub filterable: Vec<String>,
+    /// Meilisearch's sortable attributes.
+    #[serde(default)]
+    pub sortable: Vec<String>,
+    /// Kept and returned, neither searched nor filtered.
+    #[serde(default)]
+    pub stored: Vec<String>,
+    /// Refuse a document with a field named in none of the lists above.
+    #[serde(default = "defaults::strict")]
+    pub strict: bool,
+    #[serde(default = "defaults::max_document_bytes")]
+    pub max_document_bytes: usize,
+    /// The SQL query a rebuild runs on the platform's database: one row per document, one
+    /// column per field. Absent: the index cannot be rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+mod defaults {
+    use super::SearchBackend;
+    use quizworker_jobs::indexing::VersionType;
+
+    pub fn backend() -> SearchBackend {
+        SearchBackend::Postgres
+    }
+    pub fn primary_key() -> String {
+        "id".into()
+    }
+    pub fn version_field() -> String {
+        "version".into()
+    }
+    pub fn version_type() -> VersionType {
+        VersionType::Integer
+    }
+    pub fn text_search_config() -> String {
+        "simple".into()
+    }
+    pub fn strict() -> bool {
+        true
+    }
+    pub fn max_document_bytes() -> usize {
+        64 * 1024
+    }
+}
+
+impl IndexConfig {
+    /// What a document of this index may hold, for the checks of `quizworker_jobs::indexing`.
+    pub fn schema(&self) -> IndexSchema {
+        IndexSchema {
+            primary_key: self.primary_key.clone(),
+            version_field: self.version_field.clone(),
+            version_type: self.version_type,
+            searchable: self.searchable.clone(),
+            typo_fields: self.typo_fields.clone(),
+            filterable: self.filterable.clone(),
+            sortable: self.sortable.clone(),
+            stored: self.stored.clone(),
+            strict: self.strict,
+            max_document_bytes: self.max_document_bytes,
+        }
+    }
+}
+
+/// The longest index name: Meilisearch's uid limit less the suffix of a rebuild's index.
+pub const MAX_INDEX_NAME_BYTES: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -603,6 +758,21 @@ impl Default for Config {
                 max_response_bytes: 2048,
                 endpoints: BTreeMap::new(),
             },
+            search: SearchConfig {
+                max_documents: 1000,
+                rebuild_batch: 1000,
+                source: SearchSourceConfig {
+                    url_env: "PLATFORM_DATABASE_URL".into(),
+                },
+                meilisearch: MeilisearchConfig {
+                    url: "http://127.0.0.1:7700".into(),
+                    request_timeout: Duration::from_secs(30),
+                    task_timeout: Duration::from_secs(120),
+                    poll_interval: Duration::from_millis(100),
+                    max_retries: 3,
+                },
+                indexes: BTreeMap::new(),
+            },
             limits: Limits::default(),
             queues: BTreeMap::from([
                 ("default".into(), queue(1000, 60, 5)),
@@ -698,6 +868,7 @@ impl Config {
             bail!("outbox.batch must be at least 1 and outbox.poll_interval more than 0s");
         }
         self.validate_webhooks()?;
+        self.validate_search()?;
         self.validate_limits()
     }
 
@@ -815,6 +986,63 @@ impl Config {
         }
         if ai.max_answers == 0 || ai.max_answer_chars == 0 {
             bail!("ai.max_answers and ai.max_answer_chars must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn validate_search(&self) -> anyhow::Result<()> {
+        let search = &self.search;
+        if search.max_documents == 0 || search.rebuild_batch == 0 {
+            bail!("search.max_documents and search.rebuild_batch must be at least 1");
+        }
+        if search.source.url_env.trim().is_empty() {
+            bail!("search.source.url_env must name an environment variable");
+        }
+        let meili = &search.meilisearch;
+        if !(meili.url.starts_with("http://") || meili.url.starts_with("https://")) {
+            bail!(
+                "search.meilisearch.url must be an http:// or https:// URL, got `{}`",
+                crate::ops::redact::redacted(&meili.url)
+            );
+        }
+        if meili.request_timeout.is_zero()
+            || meili.task_timeout.is_zero()
+            || meili.poll_interval.is_zero()
+        {
+            bail!(
+                "search.meilisearch.request_timeout, task_timeout and poll_interval must be more than 0s"
+            );
+        }
+        for (name, index) in &search.indexes {
+            let fits = !name.is_empty()
+                && name.len() <= MAX_INDEX_NAME_BYTES
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !fits {
+                bail!(
+                    "[search.indexes.{}]: an index name is 1 to {MAX_INDEX_NAME_BYTES} bytes of A-Z a-z 0-9 - and _",
+                    shorten(name, 80)
+                );
+            }
+            index
+                .schema()
+                .check()
+                .with_context(|| format!("in [search.indexes.{name}]"))?;
+            let config = &index.text_search_config;
+            if config.is_empty()
+                || !config
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            {
+                bail!(
+                    "search.indexes.{name}.text_search_config must name a text-search configuration (e.g. simple, english), got `{}`",
+                    shorten(config, 80)
+                );
+            }
+            if index.source.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                bail!("search.indexes.{name}.source is empty: give the SQL query, or remove it");
+            }
         }
         Ok(())
     }

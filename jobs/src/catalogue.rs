@@ -37,6 +37,9 @@ pub const KINDS: &[Kind] = &[
     Kind::of::<crate::email::EmailBulk>(),
     Kind::of::<crate::ai::AiHints>(),
     Kind::of::<crate::ai::AiEvaluate>(),
+    Kind::of::<crate::indexing::IndexUpsert>(),
+    Kind::of::<crate::indexing::IndexDelete>(),
+    Kind::of::<crate::indexing::IndexRebuild>(),
 ];
 
 /// The kind of that name, or `None` for a kind this catalogue does not know.

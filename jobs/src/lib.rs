@@ -3,7 +3,7 @@
 //! tier can depend on this crate to build jobs that the daemon will accept.
 //!
 //! One module per job family, holding its payloads and its pure logic: [`diag`], [`scoring`],
-//! [`exports`], [`email`], [`ai`]; [`webhooks`] signs completion webhooks. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
+//! [`exports`], [`email`], [`ai`], [`indexing`]; [`webhooks`] signs completion webhooks. What every payload is ([`JobPayload`], [`Queue`]) is in [`payload`]; the list of
 //! every kind is [`catalogue`]; the wire format is [`envelope`], and what the daemon accepts of a
 //! job is [`limits`].
 
@@ -13,6 +13,7 @@ pub mod diag;
 pub mod email;
 pub mod envelope;
 pub mod exports;
+pub mod indexing;
 pub mod limits;
 pub mod payload;
 pub mod scoring;

@@ -79,6 +79,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     // SMTP credentials) stop the daemon here, before it connects or registers anywhere.
     let email = crate::families::email::EmailService::new(&config)?;
     let ai = crate::families::ai::AiService::new(&config)?;
+    let indexing = crate::families::indexing::IndexingService::new(&config)?;
     let health = Arc::new(Health::default());
     let metrics_handle = metrics::install()?;
     // Up before anything else, so that /healthz answers while we connect and migrate.
@@ -133,6 +134,7 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
     let services = Services {
         email,
         ai,
+        indexing,
         stopping: stopping.clone(),
         tests: Default::default(),
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),

@@ -11,6 +11,7 @@ mod jobs;
 mod output;
 mod queues;
 mod score;
+mod search;
 mod webhooks;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Export(command) => export::execute(&config, command).await,
         Command::Ai(command) => ai::execute(&config, command).await,
         Command::Email(command) => email::execute(&config, command).await,
+        Command::Search(args) => search::search(&config, args).await,
+        Command::Index(command) => search::index(&config, command).await,
         Command::Jobs(command) => jobs::execute(&config, command).await,
         Command::Webhooks(command) => webhooks::execute(&config, command).await,
         Command::Queues { action, json } => queues::execute(&config, action, json).await,

@@ -1,5 +1,5 @@
 //! What each kind of job does: one folder per job family (`diag`, `scoring`, `exports`, `email`,
-//! `ai`), each holding its handler, its Postgres store and its clients, and [`dispatch`], the
+//! `ai`, `indexing`), each holding its handler, its Postgres store and its clients, and [`dispatch`], the
 //! one place that maps a kind to its handler. A handler sees a typed payload, a [`JobContext`] and the
 //! [`Services`], never Redis or the journal's tables. Adding a family: docs/ARCHITECTURE.md.
 
@@ -7,6 +7,7 @@ pub mod ai;
 mod diag;
 pub mod email;
 pub mod exports;
+pub mod indexing;
 pub mod scoring;
 
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use quizworker_jobs::ai::{AiEvaluate, AiHints};
 use quizworker_jobs::diag::{Fail, Noop, Sleep};
 use quizworker_jobs::email::{EmailBulk, EmailSend};
 use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
+use quizworker_jobs::indexing::{IndexDelete, IndexRebuild, IndexUpsert};
 use quizworker_jobs::scoring::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 use quizworker_jobs::{Envelope, EnvelopeError, JobPayload, Queue};
 use serde_json::Value;
@@ -118,6 +120,8 @@ pub struct Services {
     pub email: email::EmailService,
     /// The AI provider's client and the settings of the `ai.*` jobs.
     pub ai: ai::AiService,
+    /// The indexes, their backends' clients and the settings of the `index.*` jobs.
+    pub indexing: indexing::IndexingService,
     /// Cancelled when the process begins to shut down: a handler of many small steps (a bulk
     /// email) starts no new step, finishes those under way and returns, so nothing is cut off
     /// mid-send when the shutdown timeout runs out.
@@ -176,6 +180,9 @@ pub async fn dispatch(
         EmailBulk::KIND => email::bulk(envelope.payload_as()?, ctx, services).await,
         AiHints::KIND => ai::hints(envelope.payload_as()?, ctx, services).await,
         AiEvaluate::KIND => ai::evaluate(envelope.payload_as()?, ctx, services).await,
+        IndexUpsert::KIND => indexing::upsert(envelope.payload_as()?, ctx, services).await,
+        IndexDelete::KIND => indexing::delete(envelope.payload_as()?, ctx, services).await,
+        IndexRebuild::KIND => indexing::rebuild(envelope.payload_as()?, ctx, services).await,
         other => Err(EnvelopeError::UnknownKind(other.to_owned()).into()),
     }
 }
