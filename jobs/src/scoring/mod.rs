@@ -52,7 +52,7 @@ pub use decimal::{Rounding, RoundingMode};
 pub use marks::{Marks, MarksError, RoundedDecimal};
 pub use payloads::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 pub use prepared::{MAX_OPTIONS, PreparedTest, QuestionInfo};
-pub use response::{Answer, Attempt, Response, ResponseState};
+pub use response::{Answer, Attempt, MAX_CANDIDATE_NAME_CHARS, Response, ResponseState};
 pub use result::{
     AttemptResult, Counts, DISPLAY_DECIMALS, Outcome, QuestionResult, SectionResult, Summary,
     TopicResult,
