@@ -6,7 +6,7 @@
 //! both benches use); every stored result is what the pure scorer (`PreparedTest::score`) gives
 //! for its attempt, ranked with the pure `competition_ranks` and `nta_percentiles`, so the files
 //! are what a real finalized test exports. Candidates' names cycle through Latin, Devanagari and
-//! Chinese, so the report cards need all three configured fonts.
+//! Chinese, so the report cards need three of the configured fonts, one of them shaped.
 //!
 //! Seeding: BENCH_CSV_ROWS attempts (at least BENCH_REPORT_CARDS) are scored in the bench and
 //! written straight into the scoring tables with bulk `INSERT ... SELECT FROM UNNEST`, a thousand
@@ -164,8 +164,8 @@ impl Knobs {
 // ---------------------------------------------------------------------------------------------
 // The test and the attempts: benches/scoring.rs' test and generator, with names in three scripts.
 
-/// Candidates' names by attempt number: one in three needs each configured font (DejaVu Sans,
-/// Lohit Devanagari, WenQuanYi Micro Hei).
+/// Candidates' names by attempt number: one in three needs each of Noto Sans, Noto Sans
+/// Devanagari (shaped: a conjunct and matras) and Noto Sans CJK.
 const NAMES: [&str; 3] = ["Asha Verma", "नेहा शर्मा", "王芳"];
 
 /// Attempt `i` and the pure scorer's result of it.
@@ -794,13 +794,9 @@ fn config_toml() -> String {
     )
 }
 
-/// The shipped `[exports]` table but for the directory, which comes from the environment.
+/// The shipped `[exports]` table (its fonts are the defaults, the Noto fonts) but for the
+/// directory, which comes from the environment.
 const EXPORTS_TABLE: &str = r#"[exports]
 directory = "/nonexistent/overridden-by-the-environment"
-fonts = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
-    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-]
 
 "#;

@@ -68,17 +68,17 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     missing+=(systemd)
 fi
-# The export tests read PDFs back (pdftotext, qpdf --check) and print names in three scripts
-# with the fonts config.toml's [exports] lists.
+# The export tests read PDFs back (pdftotext, pdftoppm, qpdf), print names in every script with
+# the Noto fonts config.toml's [exports] lists, and check the shaping against hb-shape.
 if ! command -v pdftotext >/dev/null 2>&1; then
     missing+=(poppler-utils)
 fi
 if ! command -v qpdf >/dev/null 2>&1; then
     missing+=(qpdf)
 fi
-[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
-[[ -f /usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf ]] || missing+=(fonts-lohit-deva)
-[[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
+[[ -f /usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf ]] || missing+=(fonts-noto-core)
+[[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]] || missing+=(fonts-noto-cjk)
+command -v hb-shape >/dev/null 2>&1 || missing+=(libharfbuzz-bin)
 # The email tests' SMTP server (tests/smtp_sink.py) runs on Debian's own interpreter, which
 # takes its packages from apt (the `python3` on PATH may be another one).
 if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
@@ -91,7 +91,7 @@ fi
 if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 else
-    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, fonts, aiosmtpd, dkim: installed"
+    say "redis-server, postgresql, postgresql-client, systemd, poppler-utils, qpdf, Noto fonts, hb-shape, aiosmtpd, dkim: installed"
 fi
 
 # ---------------------------------------------------------------------------------------------

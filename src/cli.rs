@@ -167,6 +167,9 @@ pub enum ExportCommand {
         /// Add the exact marks ("-1/3") beside the rounded ones.
         #[arg(long)]
         exact_fractions: bool,
+        /// Write an Excel workbook (.xlsx) instead of CSV.
+        #[arg(long)]
+        xlsx: bool,
     },
     /// A finalized test's analytics report as PDF (the job `export.test_report_pdf`).
     TestReportPdf {

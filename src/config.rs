@@ -119,17 +119,50 @@ pub struct MaintenanceConfig {
     pub keep_cancelled: Duration,
 }
 
-/// Where the `export.*` jobs write their files, and the fonts of the PDF ones.
+/// The fonts of PDFs unless configured: Debian's Noto fonts (`fonts-noto-core`,
+/// `fonts-noto-cjk`) for Latin with diacritics, the scripts of India, Arabic and Urdu, and
+/// Chinese, Japanese and Korean (the CJK collection's face 0, whose Han glyphs are Japanese in
+/// style; `#2` is Simplified Chinese).
+pub const DEFAULT_FONTS: [&str; 12] = [
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansBengali-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansGurmukhi-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansGujarati-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansOriya-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansTamil-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansTelugu-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansKannada-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSansMalayalam-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoNaskhArabic-Regular.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+];
+
+/// Where the `export.*` jobs write their files, and the fonts and style of the PDF ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportsConfig {
     /// Created if missing. Files are named by the export, never by its input, so nothing a
     /// producer sends can place a file outside it.
     pub directory: PathBuf,
-    /// TTF or TTC files (the first face of a collection), tried in order for each run of text
-    /// of a PDF: the first that has every character of the run prints it. Missing files are
-    /// skipped; the built-in Helvetica is the last resort, for Latin-1 only.
+    /// TTF, OTF or TTC files (`path#N` for face N of a collection, the first without), tried
+    /// in order for each run of text of a PDF (one script, one direction): the first that has
+    /// every character of the run prints it, shaped. Missing files are skipped, with a warning
+    /// on every PDF; with none at all, the built-in Helvetica prints Latin-1.
     pub fonts: Vec<PathBuf>,
+    /// The institution's name at the top of every report card; empty for none.
+    #[serde(default)]
+    pub institution: String,
+    /// A PNG or JPEG logo at the top left of every report card (at most 2 MB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<PathBuf>,
+    /// The time zone (IANA name, `Asia/Kolkata`) in which report cards show times.
+    #[serde(default = "utc")]
+    pub timezone: chrono_tz::Tz,
+}
+
+fn utc() -> chrono_tz::Tz {
+    chrono_tz::UTC
 }
 
 /// The `email.*` jobs: templates, the sender, limits, and the SMTP server they go through.
@@ -694,13 +727,10 @@ impl Default for Config {
             },
             exports: ExportsConfig {
                 directory: "/var/lib/quizworker/exports".into(),
-                fonts: [
-                    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                    "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
-                    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-                ]
-                .map(PathBuf::from)
-                .into(),
+                fonts: DEFAULT_FONTS.map(PathBuf::from).into(),
+                institution: String::new(),
+                logo: None,
+                timezone: chrono_tz::UTC,
             },
             email: EmailConfig {
                 templates: "/etc/quizworker/templates".into(),

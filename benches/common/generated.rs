@@ -157,6 +157,7 @@ impl Workload {
             attempt_id,
             test_id: Some(self.def.test_id.clone()),
             candidate_id: Some(candidate_id),
+            candidate_name: None,
             responses,
         }
     }

@@ -140,8 +140,8 @@ pub async fn run(config: Config, queues: Option<&str>) -> anyhow::Result<()> {
         scores: crate::families::scoring::writer::ScoreWriter::spawn(pg.clone()),
         pg: pg.clone(),
         exports: config.exports.clone(),
-        fonts: Arc::new(crate::families::exports::pdf::Fonts::new(
-            config.exports.fonts.clone(),
+        pdf: Arc::new(crate::families::exports::assets::PdfAssets::new(
+            &config.exports,
         )),
         rates: RateLimits::new(&config, redis.connection()),
     };

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use quizworker_jobs::exports::{
-    CsvOptions, ExportReportPdf, ExportResultsCsv, ExportTestReportPdf,
+    CsvOptions, ExportReportPdf, ExportResultsCsv, ExportTestReportPdf, SheetFormat,
 };
 
 use super::{connect_postgres, output};
 use crate::cli::ExportCommand;
 use crate::config::Config;
 use crate::families::exports;
+use crate::families::exports::assets::PdfAssets;
 use crate::families::exports::files::ExportDir;
-use crate::families::exports::pdf::Fonts;
 
 pub async fn execute(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
     let pg = connect_postgres(config).await?;
@@ -25,11 +25,17 @@ pub async fn execute(config: &Config, command: ExportCommand) -> anyhow::Result<
             bom,
             decimals,
             exact_fractions,
+            xlsx,
         } => {
             let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
             let job = ExportResultsCsv {
                 test_id,
                 options: CsvOptions {
+                    format: if xlsx {
+                        SheetFormat::Xlsx
+                    } else {
+                        SheetFormat::Csv
+                    },
                     delimiter,
                     bom,
                     decimals,
@@ -40,13 +46,13 @@ pub async fn execute(config: &Config, command: ExportCommand) -> anyhow::Result<
         }
         ExportCommand::ReportPdf { attempt_id, out } => {
             let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
-            let fonts = Arc::new(Fonts::new(config.exports.fonts.clone()));
-            exports::report_pdf(ExportReportPdf { attempt_id }, &pg, &dir, &fonts).await?
+            let assets = Arc::new(PdfAssets::new(&config.exports));
+            exports::report_pdf(ExportReportPdf { attempt_id }, &pg, &dir, &assets).await?
         }
         ExportCommand::TestReportPdf { test_id, out } => {
             let dir = ExportDir::new(out.unwrap_or_else(|| config.exports.directory.clone()));
-            let fonts = Arc::new(Fonts::new(config.exports.fonts.clone()));
-            exports::test_report_pdf(ExportTestReportPdf { test_id }, &pg, &dir, &fonts).await?
+            let assets = Arc::new(PdfAssets::new(&config.exports));
+            exports::test_report_pdf(ExportTestReportPdf { test_id }, &pg, &dir, &assets).await?
         }
     };
     output::print_json(&result)

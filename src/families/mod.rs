@@ -26,8 +26,8 @@ use sqlx::PgPool;
 use crate::config::ExportsConfig;
 use crate::runtime::journal::Journal;
 use crate::runtime::rate_limit::RateLimits;
+use exports::assets::PdfAssets;
 use exports::files::ExportDir;
-use exports::pdf::Fonts;
 use scoring::prepared_tests::PreparedTests;
 use scoring::writer::ScoreWriter;
 
@@ -110,8 +110,8 @@ pub struct Services {
     pub pg: PgPool,
     /// Where `export.*` jobs write, and the fonts of their PDFs.
     pub exports: ExportsConfig,
-    /// `exports.fonts`, read on the first PDF and kept.
-    pub fonts: std::sync::Arc<Fonts>,
+    /// The fonts, logo and style of the PDFs (`[exports]`), read on the first PDF and kept.
+    pub pdf: std::sync::Arc<PdfAssets>,
     /// Tests the scoring jobs have prepared, kept between jobs.
     pub tests: PreparedTests,
     /// Stores `score.attempt` results in batches.
@@ -170,11 +170,11 @@ pub async fn dispatch(
         }
         ExportReportPdf::KIND => {
             let dir = ExportDir::new(&services.exports.directory);
-            exports::report_pdf(envelope.payload_as()?, pg, &dir, &services.fonts).await
+            exports::report_pdf(envelope.payload_as()?, pg, &dir, &services.pdf).await
         }
         ExportTestReportPdf::KIND => {
             let dir = ExportDir::new(&services.exports.directory);
-            exports::test_report_pdf(envelope.payload_as()?, pg, &dir, &services.fonts).await
+            exports::test_report_pdf(envelope.payload_as()?, pg, &dir, &services.pdf).await
         }
         EmailSend::KIND => email::send(envelope.payload_as()?, ctx, services).await,
         EmailBulk::KIND => email::bulk(envelope.payload_as()?, ctx, services).await,

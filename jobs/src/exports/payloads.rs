@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::payload::{JobPayload, Queue};
 
-/// Writes a CSV result sheet of a test: one row per scored attempt.
+/// Writes a result sheet of a test, CSV or XLSX (`options.format`): one row per scored attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportResultsCsv {
@@ -51,6 +51,9 @@ impl JobPayload for ExportTestReportPdf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CsvOptions {
+    /// `csv` (the default) or `xlsx`: an Excel workbook with typed cells, which opens without
+    /// an import dialog. `delimiter` and `bom` are for CSV only.
+    pub format: SheetFormat,
     /// The field separator: one of `,` `;` tab `|`. Spreadsheets in locales whose decimal
     /// separator is a comma expect `;`.
     pub delimiter: char,
@@ -62,6 +65,17 @@ pub struct CsvOptions {
     pub exact_fractions: bool,
 }
 
+/// The file a result sheet is written as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SheetFormat {
+    /// RFC 4180 text.
+    #[default]
+    Csv,
+    /// An Office Open XML workbook: numbers as numbers, text as text, the header frozen.
+    Xlsx,
+}
+
 /// The delimiters a sheet may use: none of them can start a number or a formula.
 pub const DELIMITERS: [char; 4] = [',', ';', '\t', '|'];
 /// The most decimals a sheet may show.
@@ -70,6 +84,7 @@ pub const MAX_DECIMALS: u32 = 10;
 impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
+            format: SheetFormat::Csv,
             delimiter: ',',
             bom: false,
             decimals: 2,
@@ -87,6 +102,11 @@ impl CsvOptions {
                 "options.delimiter {:?} is not one of \",\", \";\", \"\\t\", \"|\"",
                 self.delimiter
             ));
+        }
+        if self.format == SheetFormat::Xlsx && (self.delimiter != ',' || self.bom) {
+            problems.push(
+                "options.delimiter and options.bom are for CSV; an xlsx sheet has neither".into(),
+            );
         }
         if self.decimals > MAX_DECIMALS {
             problems.push(format!(
@@ -133,5 +153,10 @@ mod tests {
             )
             .is_err()
         );
+        let xlsx: ExportResultsCsv =
+            serde_json::from_str(r#"{"test_id": "t", "options": {"format": "xlsx", "bom": true}}"#)
+                .unwrap();
+        assert_eq!(xlsx.options.format, SheetFormat::Xlsx);
+        assert!(xlsx.options.validate().unwrap_err().contains("bom"));
     }
 }

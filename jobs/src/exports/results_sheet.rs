@@ -99,6 +99,7 @@ impl ResultsSheet {
         for name in [
             "correct",
             "incorrect",
+            "partial",
             "unattempted",
             "accuracy_percent",
             "submitted_at",
@@ -108,25 +109,30 @@ impl ResultsSheet {
         cells
     }
 
-    /// The record of one attempt, into `out` (cleared first, so that one buffer serves a whole
-    /// export). Has as many cells as [`header`](Self::header).
+    /// The record of one attempt as CSV text, into `out` (cleared first, so that one buffer
+    /// serves a whole export). Has as many cells as [`header`](Self::header).
     pub fn record(&self, row: &SheetRow, out: &mut Vec<String>) {
         out.clear();
+        let mut cells = Vec::with_capacity(out.capacity());
+        self.cells(row, &mut cells);
+        out.extend(cells.into_iter().map(Cell::into_csv));
+    }
+
+    /// The record of one attempt as typed cells, into `out` (cleared first). Has as many cells
+    /// as [`header`](Self::header).
+    pub fn cells(&self, row: &SheetRow, out: &mut Vec<Cell>) {
+        out.clear();
         let r = &row.result;
-        out.push(neutralise(&row.attempt_id).into_owned());
+        out.push(Cell::Text(row.attempt_id.clone()));
+        out.push(Cell::text_or_empty(row.candidate_id.as_deref()));
         out.push(
-            row.candidate_id
-                .as_deref()
-                .map(|c| neutralise(c).into_owned())
-                .unwrap_or_default(),
+            row.rank
+                .map_or(Cell::Empty, |r| Cell::Number(r.to_string())),
         );
-        out.push(row.rank.map(|r| r.to_string()).unwrap_or_default());
-        out.push(
-            row.percentile
-                .as_deref()
-                .map(|p| number_or_text(p).into_owned())
-                .unwrap_or_default(),
-        );
+        out.push(match row.percentile.as_deref() {
+            Some(p) if is_plain_number(p) => Cell::Number(p.to_owned()),
+            other => Cell::text_or_empty(other),
+        });
         self.marks(r.marks, out);
         self.marks(r.max_marks, out);
         for id in &self.sections {
@@ -134,35 +140,69 @@ impl ResultsSheet {
                 Some(section) => self.marks(section.marks, out),
                 // A result scored under a key version without this section.
                 None => {
-                    out.push(String::new());
+                    out.push(Cell::Empty);
                     if self.options.exact_fractions {
-                        out.push(String::new());
+                        out.push(Cell::Empty);
                     }
                 }
             }
         }
         let c = &r.counts;
-        out.push(c.correct.to_string());
-        out.push(c.incorrect.to_string());
-        out.push(c.unattempted.to_string());
+        for count in [c.correct, c.incorrect, c.partial, c.unattempted] {
+            out.push(Cell::Number(count.to_string()));
+        }
         out.push(
             c.accuracy_percent()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+                .map_or(Cell::Empty, |a| Cell::Number(a.to_string())),
         );
-        out.push(
-            row.submitted_at
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-                .unwrap_or_default(),
-        );
+        out.push(row.submitted_at.map_or(Cell::Empty, |t| {
+            Cell::Text(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        }));
     }
 
-    fn marks(&self, marks: Marks, out: &mut Vec<String>) {
-        out.push(marks.display(self.options.decimals).to_string());
+    fn marks(&self, marks: Marks, out: &mut Vec<Cell>) {
+        out.push(Cell::Number(
+            marks.display(self.options.decimals).to_string(),
+        ));
         if self.options.exact_fractions {
-            // "-1/3" is text to a spreadsheet (and a formula once typed in): neutralised like
-            // any text; whole numbers ("-4") stay numbers.
-            out.push(number_or_text(&marks.to_string()).into_owned());
+            out.push(if marks.denom() == 1 {
+                Cell::Number(marks.to_string())
+            } else {
+                Cell::Fraction(marks.to_string())
+            });
+        }
+    }
+}
+
+/// A cell of a sheet, by what a spreadsheet must make of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Empty,
+    /// Text as the producer gave it (names, ids): a CSV neutralises what could be a formula.
+    Text(String),
+    /// A plain decimal number (`-1.25`, `40`), for the spreadsheet to add up.
+    Number(String),
+    /// Exact marks (`4/3`, `-1/3`): text, which spreadsheets would otherwise read as a date
+    /// (`4/3` is the 4th of March or the 3rd of April) or a formula.
+    Fraction(String),
+}
+
+impl Cell {
+    fn text_or_empty(text: Option<&str>) -> Cell {
+        text.map_or(Cell::Empty, |t| Cell::Text(t.to_owned()))
+    }
+
+    /// The cell as CSV text: text neutralised, a fraction behind an apostrophe (the mark of a
+    /// text cell, as for neutralised ones) so that no spreadsheet takes it for a date.
+    pub fn into_csv(self) -> String {
+        match self {
+            Cell::Empty => String::new(),
+            Cell::Text(text) => match neutralise(&text) {
+                Cow::Borrowed(_) => text,
+                Cow::Owned(neutralised) => neutralised,
+            },
+            Cell::Number(number) => number,
+            Cell::Fraction(fraction) => format!("'{fraction}"),
         }
     }
 }
@@ -185,16 +225,6 @@ pub fn neutralise(text: &str) -> Cow<'_, str> {
         Cow::Owned(format!("'{text}"))
     } else {
         Cow::Borrowed(text)
-    }
-}
-
-/// A plain decimal number (`-1.25`, `40`) as it is, anything else neutralised as text: numbers,
-/// negative ones included, must stay numbers for the spreadsheet to add them up.
-pub fn number_or_text(text: &str) -> Cow<'_, str> {
-    if is_plain_number(text) {
-        Cow::Borrowed(text)
-    } else {
-        neutralise(text)
     }
 }
 
@@ -252,12 +282,14 @@ mod tests {
             assert_eq!(neutralise(text), text);
         }
         for number in ["-1.33", "-4", "0", "12.50", "100.0000000"] {
-            assert_eq!(number_or_text(number), number);
+            assert!(is_plain_number(number), "{number}");
         }
-        for text in ["-1/3", "-", "-.5", "-1.", "-1e3", "--1"] {
-            assert_eq!(number_or_text(text), format!("'{text}"), "{text}");
+        for text in ["-1/3", "-", "-.5", "-1.", "-1e3", "--1", "1/3"] {
+            assert!(!is_plain_number(text), "{text}");
         }
-        assert_eq!(number_or_text("1/3"), "1/3");
+        // Fractions are text whatever their sign: 4/3 would be a date.
+        assert_eq!(Cell::Fraction("4/3".into()).into_csv(), "'4/3");
+        assert_eq!(Cell::Fraction("-1/3".into()).into_csv(), "'-1/3");
     }
 
     #[test]
@@ -285,6 +317,7 @@ mod tests {
                 "'+extra marks_exact",
                 "correct",
                 "incorrect",
+                "partial",
                 "unattempted",
                 "accuracy_percent",
                 "submitted_at"
@@ -309,6 +342,7 @@ mod tests {
                 "",
                 "0",
                 "1",
+                "0",
                 "2",
                 "0.00",
                 "2026-11-22T10:00:00Z"

@@ -53,7 +53,7 @@ pub use decimal::{Rounding, RoundingMode};
 pub use marks::{Marks, MarksError, RoundedDecimal};
 pub use payloads::{FinalizeTest, RescoreTest, ScoreAttempt, SubmittedAttempt};
 pub use prepared::{MAX_OPTIONS, PreparedTest, QuestionInfo};
-pub use response::{Answer, Attempt, AwardedBy, Response, ResponseState};
+pub use response::{Answer, Attempt, AwardedBy, MAX_CANDIDATE_NAME_CHARS, Response, ResponseState};
 pub use result::{
     AttemptResult, Counts, DISPLAY_DECIMALS, Outcome, QuestionResult, SectionResult, Summary,
     TopicResult,

@@ -7,6 +7,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::marks::Marks;
 
+/// The longest `candidate_name` an attempt may carry: a report card wraps a name onto as many
+/// lines as it takes, and this keeps that within its first page.
+pub const MAX_CANDIDATE_NAME_CHARS: usize = 300;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attempt {
@@ -17,6 +21,11 @@ pub struct Attempt {
     pub test_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_id: Option<String>,
+    /// The candidate's name as their report card prints it, in any script: display only
+    /// (statistics and sheets stay keyed by `candidate_id`). At most
+    /// [`MAX_CANDIDATE_NAME_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_name: Option<String>,
     /// In any order; questions without a response are unattempted.
     #[serde(default)]
     pub responses: Vec<Response>,

@@ -181,6 +181,15 @@ pub(crate) fn read_attempt(
     if attempt.attempt_id.trim().is_empty() {
         problems.push(Problem::test("`attempt_id` is empty"));
     }
+    if let Some(name) = &attempt.candidate_name {
+        let chars = name.chars().count();
+        if chars > super::response::MAX_CANDIDATE_NAME_CHARS {
+            problems.push(Problem::test(format!(
+                "`candidate_name` has {chars} characters, more than {}",
+                super::response::MAX_CANDIDATE_NAME_CHARS
+            )));
+        }
+    }
     if let Some(id) = &attempt.test_id
         && id != test.test_id()
     {

@@ -7,14 +7,20 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use quizworker_jobs::exports::results_sheet::{ResultsSheet, SheetRow};
-use quizworker_jobs::exports::{ExportReportPdf, ExportResultsCsv, ExportTestReportPdf};
+use quizworker_jobs::exports::{
+    ExportReportPdf, ExportResultsCsv, ExportTestReportPdf, SheetFormat,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
+use super::assets::PdfAssets;
+use super::card::{self, ReportCard};
 use super::files::{ExportDir, WrittenFile};
-use super::pdf::{self as report_pdf, Fonts, ReportCard};
+use super::pdf::Pdf;
 use super::store as export_store;
+use super::test_report;
+use super::xlsx;
 use crate::families::JobError;
 use crate::families::scoring::store as scoring_store;
 
@@ -28,7 +34,7 @@ const BATCHES_IN_FLIGHT: usize = 4;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-enum Batch {
+pub(super) enum Batch {
     Rows(Vec<SheetRow>),
     /// Every row was read: the file may be committed.
     End,
@@ -47,12 +53,28 @@ pub async fn results_csv(
     let sheet = ResultsSheet::new(job.options, sections)
         .map_err(|e| JobError::Permanent(format!("export.results_csv: {e}")))?;
     let total = export_store::count_results(pg, &job.test_id).await?;
+    let format = sheet.options().format;
+    if format == SheetFormat::Xlsx && total > xlsx::MAX_ROWS {
+        return Err(JobError::Permanent(format!(
+            "export.results_csv: test `{}` has {total} results; an xlsx sheet holds at most {} \
+             (export it as CSV)",
+            job.test_id,
+            xlsx::MAX_ROWS
+        )));
+    }
+    let (extension, format_name) = match format {
+        SheetFormat::Csv => ("csv", "csv"),
+        SheetFormat::Xlsx => ("xlsx", "xlsx"),
+    };
     let file = exports
-        .create("results", &job.test_id, "csv")
+        .create("results", &job.test_id, extension)
         .map_err(|e| file_error(exports, e))?;
 
     let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || write_sheet(file, &sheet, rx));
+    let writer = tokio::task::spawn_blocking(move || match format {
+        SheetFormat::Csv => write_sheet(file, &sheet, rx),
+        SheetFormat::Xlsx => xlsx::write_workbook(file, &sheet, rx),
+    });
     let read = async {
         let mut rows = std::pin::pin!(export_store::sheet_rows(pg, &job.test_id).try_chunks(BATCH));
         let mut done = 0i64;
@@ -74,14 +96,14 @@ pub async fn results_csv(
     drop(tx);
     let written = writer
         .await
-        .map_err(|e| JobError::Transient(format!("the CSV writer panicked: {e}")));
+        .map_err(|e| JobError::Transient(format!("the sheet writer panicked: {e}")));
     // A read error leaves the writer without `End`: it removed its temporary file.
     read?;
     let (file, rows) = written?.map_err(|e| file_error(exports, e))?;
     progress(100, format!("wrote {rows} rows"));
     Ok(json!({
         "test_id": job.test_id,
-        "format": "csv",
+        "format": format_name,
         "path": file.path,
         "file_name": file.file_name,
         "bytes": file.bytes,
@@ -94,7 +116,7 @@ pub async fn report_pdf(
     job: ExportReportPdf,
     pg: &PgPool,
     exports: &ExportDir,
-    fonts: &Arc<Fonts>,
+    assets: &Arc<PdfAssets>,
 ) -> Result<Value, JobError> {
     let data = export_store::report_card(pg, &job.attempt_id)
         .await?
@@ -106,16 +128,20 @@ pub async fn report_pdf(
         })?;
     let test_id = data.result.test_id.to_string();
     let (file, pages, warnings) =
-        write_pdf(exports, fonts, "report", &job.attempt_id, move |fonts| {
+        write_pdf(exports, assets, "report", &job.attempt_id, move |assets| {
             let card = ReportCard {
                 result: &data.result,
                 test: data.test.as_ref(),
                 candidate_id: data.candidate_id.as_deref(),
+                candidate_name: data.candidate_name.as_deref(),
                 rank: data.rank,
                 percentile: data.percentile.as_deref(),
                 submitted_at: data.submitted_at,
             };
-            report_pdf::report_card(&card, fonts)
+            let (style, logo_problem) = assets.card_style();
+            let mut pdf = card::report_card(&card, &style, assets.fonts());
+            pdf.warnings.extend(logo_problem);
+            pdf
         })
         .await?;
     Ok(json!({
@@ -135,7 +161,7 @@ pub async fn test_report_pdf(
     job: ExportTestReportPdf,
     pg: &PgPool,
     exports: &ExportDir,
-    fonts: &Arc<Fonts>,
+    assets: &Arc<PdfAssets>,
 ) -> Result<Value, JobError> {
     let (stats, test) = export_store::test_report(pg, &job.test_id)
         .await?
@@ -145,11 +171,14 @@ pub async fn test_report_pdf(
                 job.test_id
             ))
         })?;
-    let (file, pages, warnings) =
-        write_pdf(exports, fonts, "test-report", &job.test_id, move |fonts| {
-            report_pdf::test_report(&stats, test.as_ref(), fonts)
-        })
-        .await?;
+    let (file, pages, warnings) = write_pdf(
+        exports,
+        assets,
+        "test-report",
+        &job.test_id,
+        move |assets| test_report::test_report(&stats, test.as_ref(), assets.fonts()),
+    )
+    .await?;
     Ok(json!({
         "test_id": job.test_id,
         "format": "pdf",
@@ -166,14 +195,14 @@ pub async fn test_report_pdf(
 /// Layout, font lookups and compression are CPU work: off the async threads.
 async fn write_pdf(
     exports: &ExportDir,
-    fonts: &Arc<Fonts>,
+    assets: &Arc<PdfAssets>,
     kind: &'static str,
     label: &str,
-    render: impl FnOnce(&Fonts) -> report_pdf::Pdf + Send + 'static,
+    render: impl FnOnce(&PdfAssets) -> Pdf + Send + 'static,
 ) -> Result<(WrittenFile, usize, Vec<String>), JobError> {
-    let (fonts, dir, label) = (fonts.clone(), exports.clone(), label.to_owned());
+    let (assets, dir, label) = (assets.clone(), exports.clone(), label.to_owned());
     let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
-        let pdf = render(&fonts);
+        let pdf = render(&assets);
         let mut file = dir.create(kind, &label, "pdf")?;
         file.write_all(&pdf.bytes)?;
         Ok((file.commit()?, pdf.pages, pdf.warnings))

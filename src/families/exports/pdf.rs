@@ -1,74 +1,22 @@
-//! PDF report cards and test reports with printpdf: page layout (text placed cell by cell, rules and bars drawn
-//! as vectors, tables carried over pages with their header repeated) and the choice of a font
-//! for every run of text from the configured list. Builds bytes; the file is `files`'.
+//! The page layout the PDFs share (printpdf): text placed top down (shaped by `typeset`),
+//! long text wrapped, table cells fitted, rules and bars drawn as vectors, tables carried over
+//! pages with their header repeated (and kept on one page when they fit on one), and a footer
+//! naming the document and the page on every page. The documents themselves are `card`'s and
+//! `test_report`'s; the file is `files`'.
 //!
-//! Fonts are parsed once per process and embedded as subsets of the glyphs a document uses
-//! (printpdf's `text_layout` feature). Embedded whole, they made a 3-page card 390 KB (DejaVu
-//! Sans) to 2.6 MB (with WenQuanYi), and compressing them took 90% of its 70 to 770 ms; subset,
-//! a card is 20 to 35 KB and takes 8 to 12 ms.
+//! Fonts are embedded as subsets of the glyphs a document uses (printpdf's `text_layout`
+//! feature). Embedded whole, they made a 3-page card 390 KB to 2.6 MB, and compressing them
+//! took 90% of its 70 to 770 ms; subset, a card is 20 to 35 KB.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use printpdf::{
-    BuiltinFont, Color, FontId, Line, LinePoint, Mm, Op, PaintMode, ParsedFont, PdfDocument,
-    PdfFontHandle, PdfPage, PdfParseErrorSeverity, PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
+    Color, Line, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfPage, PdfParseErrorSeverity,
+    PdfSaveOptions, Point, Pt, Rect, Rgb,
 };
-use quizworker_jobs::scoring::{AttemptResult, Counts, Marks, Outcome, RoundedDecimal, TestDef};
-use serde::Deserialize;
 
-/// The configured fonts, read from disk on first use and kept for the life of the process.
-pub struct Fonts {
-    paths: Vec<PathBuf>,
-    loaded: OnceLock<Loaded>,
-}
-
-struct Loaded {
-    fonts: Vec<LoadedFont>,
-    /// Fonts that could not be read, for the job's warnings.
-    problems: Vec<String>,
-}
-
-struct LoadedFont {
-    font: ParsedFont,
-}
-
-impl Fonts {
-    pub fn new(paths: Vec<PathBuf>) -> Fonts {
-        Fonts {
-            paths,
-            loaded: OnceLock::new(),
-        }
-    }
-
-    /// Blocking on first use (it reads the files): call from a blocking thread.
-    fn get(&self) -> &Loaded {
-        self.loaded.get_or_init(|| {
-            let mut fonts = Vec::new();
-            let mut problems = Vec::new();
-            for path in &self.paths {
-                match std::fs::read(path) {
-                    Ok(bytes) => match ParsedFont::from_bytes(&bytes, 0, &mut Vec::new()) {
-                        Some(font) if font.cmap_subtable.is_some() => {
-                            fonts.push(LoadedFont { font })
-                        }
-                        _ => problems.push(format!(
-                            "font {} is not a usable TTF/TTC font",
-                            path.display()
-                        )),
-                    },
-                    Err(e) => problems.push(format!("font {} unreadable: {e}", path.display())),
-                }
-            }
-            if !problems.is_empty() {
-                tracing::warn!(?problems, "some configured fonts are not used");
-            }
-            Loaded { fonts, problems }
-        })
-    }
-}
+pub use super::typeset::Fonts;
+use super::typeset::{Loaded, Typesetter};
 
 /// A finished PDF.
 pub struct Pdf {
@@ -78,34 +26,31 @@ pub struct Pdf {
     pub warnings: Vec<String>,
 }
 
-/// What a report card shows.
-pub struct ReportCard<'a> {
-    pub result: &'a AttemptResult,
-    pub test: Option<&'a TestDef>,
-    pub candidate_id: Option<&'a str>,
-    pub rank: Option<i64>,
-    pub percentile: Option<&'a str>,
-    pub submitted_at: Option<DateTime<Utc>>,
-}
-
-const PAGE_W: f32 = 595.28;
-const PAGE_H: f32 = 841.89;
-const MARGIN: f32 = 42.0;
-const BODY: f32 = 9.5;
-const ROW: f32 = 15.0;
-const GREY: (f32, f32, f32) = (0.55, 0.55, 0.55);
-const LIGHT: (f32, f32, f32) = (0.88, 0.9, 0.93);
-const BAR: (f32, f32, f32) = (0.16, 0.42, 0.75);
-const BLACK: (f32, f32, f32) = (0.0, 0.0, 0.0);
+pub(super) const PAGE_W: f32 = 595.28;
+pub(super) const PAGE_H: f32 = 841.89;
+pub(super) const MARGIN: f32 = 42.0;
+pub(super) const BODY: f32 = 9.5;
+pub(super) const ROW: f32 = 15.0;
+pub(super) const GREY: (f32, f32, f32) = (0.45, 0.45, 0.45);
+pub(super) const LIGHT: (f32, f32, f32) = (0.88, 0.9, 0.93);
+pub(super) const BAR: (f32, f32, f32) = (0.16, 0.42, 0.75);
+pub(super) const NEGATIVE: (f32, f32, f32) = (0.78, 0.25, 0.2);
+pub(super) const BLACK: (f32, f32, f32) = (0.0, 0.0, 0.0);
+/// Where the body's first baseline is on a page.
+const TOP: f32 = PAGE_H - MARGIN - 12.0;
+/// The lowest baseline of the body: the footer is below it.
+const BOTTOM: f32 = MARGIN + 20.0;
+/// Width of a label in a label-value line.
+const LABEL_W: f32 = 90.0;
 
 /// A table column: its title, width in points, and whether numbers align right in it.
-struct Column {
-    title: &'static str,
-    width: f32,
-    right: bool,
+pub(super) struct Column {
+    pub title: &'static str,
+    pub width: f32,
+    pub right: bool,
 }
 
-const fn col(title: &'static str, width: f32, right: bool) -> Column {
+pub(super) const fn col(title: &'static str, width: f32, right: bool) -> Column {
     Column {
         title,
         width,
@@ -113,272 +58,101 @@ const fn col(title: &'static str, width: f32, right: bool) -> Column {
     }
 }
 
-/// Builds a candidate's report card.
-pub fn report_card(card: &ReportCard<'_>, fonts: &Fonts) -> Pdf {
-    let r = card.result;
-    let title = card
-        .test
-        .and_then(|t| t.title.as_deref())
-        .unwrap_or(&r.test_id);
-    let mut w = Writer::new(fonts.get(), &format!("Report card: {title}"));
-    w.text(MARGIN, w.y, 18.0, "Report card", BLACK);
-    w.y -= 24.0;
-    w.text(MARGIN, w.y, 12.0, title, BLACK);
-    w.y -= 20.0;
-    let candidate = card.candidate_id.unwrap_or("-");
-    let submitted = card
-        .submitted_at
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_else(|| "-".into());
-    for (label, value) in [
-        ("Candidate", candidate),
-        ("Attempt", r.attempt_id.as_str()),
-        ("Test", &*r.test_id),
-        ("Submitted", submitted.as_str()),
-    ] {
-        w.label_value(label, value);
-    }
-    w.y -= 6.0;
-    let total = format!(
-        "{} / {}{}",
-        r.total.marks.display(2),
-        r.total.max_marks.display(2),
-        exact_note(r.total.marks)
-    );
-    let rank = card
-        .rank
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "-".into());
-    let counts = &r.total.counts;
-    let summary = format!(
-        "{} correct, {} incorrect, {} partial, {} unattempted; accuracy {}",
-        counts.correct,
-        counts.incorrect,
-        counts.partial,
-        counts.unattempted,
-        percent(r.total.accuracy_percent())
-    );
-    for (label, value) in [
-        ("Total", total.as_str()),
-        ("Rank", rank.as_str()),
-        ("Percentile", card.percentile.unwrap_or("-")),
-        ("Answers", summary.as_str()),
-    ] {
-        w.label_value(label, value);
-    }
-    if r.provisional {
-        w.label_value("Note", "provisional: some answers await evaluation");
-    }
-    w.y -= 10.0;
-
-    // Sections.
-    w.heading("Sections");
-    let columns = [
-        col("Section", 150.0, false),
-        col("Marks", 55.0, true),
-        col("Max", 50.0, true),
-        col("Correct", 50.0, true),
-        col("Incorrect", 55.0, true),
-        col("Unattempted", 75.0, true),
-        col("Accuracy", 65.0, true),
-    ];
-    let section_title = |id: &str| -> String {
-        card.test
-            .and_then(|t| t.sections.iter().find(|s| s.id == id))
-            .and_then(|s| s.title.clone())
-            .map(|t| format!("{t} ({id})"))
-            .unwrap_or_else(|| id.to_owned())
-    };
-    let rows: Vec<Vec<String>> = r
-        .sections
-        .iter()
-        .map(|s| {
-            let c = &s.summary.counts;
-            vec![
-                section_title(&s.id),
-                s.summary.marks.display(2).to_string(),
-                s.summary.max_marks.display(2).to_string(),
-                c.correct.to_string(),
-                c.incorrect.to_string(),
-                c.unattempted.to_string(),
-                percent(s.summary.accuracy_percent()),
-            ]
-        })
-        .collect();
-    w.table(&columns, &rows);
-    w.y -= 10.0;
-
-    // Bar chart of the sections' marks out of their maximum, drawn as vectors.
-    w.heading("Section scores");
-    let label_w = 140.0;
-    let bar_w = PAGE_W - 2.0 * MARGIN - label_w - 70.0;
-    for s in &r.sections {
-        w.ensure(ROW + 4.0);
-        let y = w.y;
-        let label = w.fit(&s.id, BODY, label_w - 6.0);
-        w.text(MARGIN, y, BODY, &label, BLACK);
-        let share = share(s.summary.marks, s.summary.max_marks);
-        w.rect(MARGIN + label_w, y - 2.0, bar_w, 10.0, LIGHT);
-        if share > 0.0 {
-            w.rect(MARGIN + label_w, y - 2.0, bar_w * share, 10.0, BAR);
-        }
-        let value = format!(
-            "{} / {}",
-            s.summary.marks.display(2),
-            s.summary.max_marks.display(2)
-        );
-        w.text(MARGIN + label_w + bar_w + 6.0, y, BODY, &value, BLACK);
-        w.y -= ROW + 2.0;
-    }
-    w.y -= 10.0;
-
-    // Every question, over as many pages as it takes.
-    w.heading("Questions");
-    let columns = [
-        col("#", 30.0, true),
-        col("Section", 110.0, false),
-        col("Question", 110.0, false),
-        col("Outcome", 100.0, false),
-        col("Marks", 55.0, true),
-        col("Max", 50.0, true),
-        col("Time (s)", 55.0, true),
-    ];
-    let rows: Vec<Vec<String>> = r
-        .sections
-        .iter()
-        .flat_map(|s| s.questions.iter().map(move |q| (s, q)))
-        .enumerate()
-        .map(|(i, (s, q))| {
-            vec![
-                (i + 1).to_string(),
-                s.id.to_string(),
-                q.id.to_string(),
-                outcome(q.outcome).to_owned(),
-                q.marks.display(2).to_string(),
-                q.max_marks.display(2).to_string(),
-                q.time_spent_ms
-                    .map(|ms| format!("{:.0}", ms as f64 / 1000.0))
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    w.table(&columns, &rows);
-    w.finish()
-}
-
-fn exact_note(marks: Marks) -> String {
-    if marks.denom() == 1 {
-        String::new()
-    } else {
-        format!(" (exactly {marks})")
-    }
-}
-
-fn percent(p: Option<RoundedDecimal>) -> String {
-    p.map(|p| format!("{p}%")).unwrap_or_else(|| "-".into())
-}
-
-/// `marks / max` between 0 and 1 for a bar (a negative score draws no bar).
-fn share(marks: Marks, max: Marks) -> f32 {
-    if !max.is_positive() || !marks.is_positive() {
-        return 0.0;
-    }
-    let value =
-        (marks.numer() as f64 / marks.denom() as f64) / (max.numer() as f64 / max.denom() as f64);
-    value.clamp(0.0, 1.0) as f32
-}
-
-fn outcome(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Correct => "correct",
-        Outcome::Incorrect => "incorrect",
-        Outcome::Partial => "partial",
-        Outcome::Unattempted => "unattempted",
-        Outcome::Dropped => "dropped",
-        Outcome::PendingEvaluation => "pending evaluation",
-        Outcome::OverLimit => "over the limit",
-    }
-}
-
-/// One piece of a run of text, in one font.
-struct Piece {
-    font: Face,
-    text: String,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Face {
-    /// Index into the configured fonts.
-    External(usize),
-    /// The built-in Helvetica, WinAnsi (Latin-1) only.
-    Helvetica,
-}
-
 /// Places text and shapes on pages, top down; `y` is the baseline of the next line.
-struct Writer<'f> {
-    fonts: &'f Loaded,
+pub(super) struct Writer<'f> {
+    set: Typesetter<'f>,
     doc: PdfDocument,
-    ids: Vec<Option<FontId>>,
     pages: Vec<Vec<Op>>,
     ops: Vec<Op>,
-    y: f32,
-    warnings: BTreeSet<String>,
+    pub y: f32,
+    problems: Vec<String>,
     /// The header of the table being drawn, repeated on each new page.
     table_header: Option<Vec<(String, f32, bool)>>,
+    /// What the footer of every page says beside its number (the candidate, the test).
+    footer: String,
 }
 
 impl<'f> Writer<'f> {
-    fn new(fonts: &'f Loaded, title: &str) -> Writer<'f> {
+    pub fn new(fonts: &'f Fonts, title: &str, footer: String) -> Writer<'f> {
+        let loaded: &'f Loaded = fonts.get();
         Writer {
-            fonts,
+            set: Typesetter::new(loaded),
             doc: PdfDocument::new(title),
-            ids: vec![None; fonts.fonts.len()],
             pages: Vec::new(),
             ops: Vec::new(),
-            y: PAGE_H - MARGIN - 12.0,
-            warnings: fonts.problems.iter().cloned().collect(),
+            y: TOP,
+            problems: loaded.problems.clone(),
             table_header: None,
+            footer,
         }
+    }
+
+    pub fn doc(&mut self) -> &mut PdfDocument {
+        &mut self.doc
+    }
+
+    pub fn ops(&mut self) -> &mut Vec<Op> {
+        &mut self.ops
     }
 
     fn new_page(&mut self) {
         let ops = std::mem::take(&mut self.ops);
         self.pages.push(ops);
-        self.y = PAGE_H - MARGIN - 12.0;
+        self.y = TOP;
         if let Some(header) = self.table_header.clone() {
             self.header_row(&header);
         }
     }
 
     /// Starts a new page unless `space` points fit above the bottom margin.
-    fn ensure(&mut self, space: f32) {
-        if self.y - space < MARGIN + 20.0 {
+    pub fn ensure(&mut self, space: f32) {
+        if self.y - space < BOTTOM {
             self.new_page();
         }
     }
 
-    fn heading(&mut self, text: &str) {
+    pub fn heading(&mut self, text: &str) {
         self.ensure(ROW * 3.0);
         self.text(MARGIN, self.y, 12.0, text, BLACK);
         self.y -= 18.0;
     }
 
-    fn label_value(&mut self, label: &str, value: &str) {
+    /// A grey label and its value; a value too long for the line wraps onto the next lines.
+    pub fn label_value(&mut self, label: &str, value: &str) {
         self.ensure(ROW);
         self.text(MARGIN, self.y, BODY, label, GREY);
-        let value = self.fit(value, BODY, PAGE_W - 2.0 * MARGIN - 80.0);
-        self.text(MARGIN + 80.0, self.y, BODY, &value, BLACK);
-        self.y -= ROW;
+        let lines = self.wrap(value, BODY, PAGE_W - 2.0 * MARGIN - LABEL_W);
+        for line in lines {
+            self.ensure(ROW);
+            self.text(MARGIN + LABEL_W, self.y, BODY, &line, BLACK);
+            self.y -= ROW;
+        }
+    }
+
+    /// A paragraph at `size`, wrapped to the page's width.
+    pub fn paragraph(&mut self, text: &str, size: f32, color: (f32, f32, f32)) {
+        let leading = size * 1.35;
+        for line in self.wrap(text, size, PAGE_W - 2.0 * MARGIN) {
+            self.ensure(leading);
+            self.text(MARGIN, self.y, size, &line, color);
+            self.y -= leading;
+        }
     }
 
     /// A table: header row, then the rows, a rule under each; the header comes again at the top
-    /// of every page the table runs onto.
-    fn table(&mut self, columns: &[Column], rows: &[Vec<String>]) {
+    /// of every page the table runs onto. A table that fits on one page is not split: it starts
+    /// on the next page if this one has no room for it.
+    pub fn table(&mut self, columns: &[Column], rows: &[Vec<String>]) {
         let header: Vec<(String, f32, bool)> = columns
             .iter()
             .map(|c| (c.title.to_owned(), c.width, c.right))
             .collect();
-        self.ensure(ROW * 2.0);
+        let height = ROW * (rows.len() + 1) as f32;
+        if height <= TOP - BOTTOM {
+            self.ensure(height);
+        } else {
+            self.ensure(ROW * 2.0);
+        }
         self.header_row(&header);
         self.table_header = Some(header);
         for row in rows {
@@ -414,18 +188,22 @@ impl<'f> Writer<'f> {
         self.text(x, self.y, BODY, &text, color);
     }
 
-    fn rule(&mut self, y: f32, color: (f32, f32, f32)) {
+    pub fn rule(&mut self, y: f32, color: (f32, f32, f32)) {
+        self.line((MARGIN, y), (PAGE_W - MARGIN, y), color);
+    }
+
+    pub fn line(&mut self, from: (f32, f32), to: (f32, f32), color: (f32, f32, f32)) {
         self.ops.push(Op::SetOutlineColor { col: rgb(color) });
         self.ops.push(Op::SetOutlineThickness { pt: Pt(0.5) });
         self.ops.push(Op::DrawLine {
             line: Line {
-                points: vec![point(MARGIN, y), point(PAGE_W - MARGIN, y)],
+                points: vec![point(from.0, from.1), point(to.0, to.1)],
                 is_closed: false,
             },
         });
     }
 
-    fn rect(&mut self, x: f32, y: f32, width: f32, height: f32, color: (f32, f32, f32)) {
+    pub fn rect(&mut self, x: f32, y: f32, width: f32, height: f32, color: (f32, f32, f32)) {
         self.ops.push(Op::SetFillColor { col: rgb(color) });
         self.ops.push(Op::DrawRectangle {
             rectangle: Rect {
@@ -439,158 +217,100 @@ impl<'f> Writer<'f> {
         });
     }
 
-    /// `text` at (x, y), split into runs that each have a font with every glyph.
-    fn text(&mut self, x: f32, y: f32, size: f32, text: &str, color: (f32, f32, f32)) {
-        let mut x = x;
-        for piece in self.pieces(text) {
-            let handle = match piece.font {
-                Face::External(i) => PdfFontHandle::External(self.font_id(i)),
-                Face::Helvetica => PdfFontHandle::Builtin(BuiltinFont::Helvetica),
-            };
-            self.ops.extend([
-                Op::StartTextSection,
-                Op::SetFillColor { col: rgb(color) },
-                Op::SetFont {
-                    font: handle,
-                    size: Pt(size),
-                },
-                Op::SetTextCursor {
-                    pos: Point { x: Pt(x), y: Pt(y) },
-                },
-                Op::ShowText {
-                    items: vec![TextItem::Text(piece.text.clone())],
-                },
-                Op::EndTextSection,
-            ]);
-            x += self.piece_width(&piece, size);
-        }
+    /// `text` shaped, its start at (x, y) on the baseline.
+    pub fn text(&mut self, x: f32, y: f32, size: f32, text: &str, color: (f32, f32, f32)) {
+        self.set
+            .draw(&mut self.doc, &mut self.ops, text, (x, y), size, rgb(color));
     }
 
-    fn font_id(&mut self, i: usize) -> FontId {
-        if let Some(id) = &self.ids[i] {
-            return id.clone();
-        }
-        let id = self.doc.add_font(&self.fonts.fonts[i].font);
-        self.ids[i] = Some(id.clone());
-        id
+    pub fn width(&mut self, text: &str, size: f32) -> f32 {
+        self.set.width(text, size)
     }
 
-    /// The run itself in the first configured font that has all its characters; otherwise
-    /// pieces, each character in the first font that has it (spaces stay with the piece), the
-    /// built-in Helvetica for Latin-1 that no font has, and `?` with a warning for the rest.
-    fn pieces(&mut self, text: &str) -> Vec<Piece> {
-        let loaded: &'f Loaded = self.fonts;
-        let fonts = &loaded.fonts;
-        let has = |i: usize, c: char| fonts[i].font.lookup_glyph_index(c as u32).is_some();
-        let printable = text.chars().map(|c| if c.is_control() { ' ' } else { c });
-        let text: String = printable.collect();
-        if let Some(i) = (0..fonts.len()).find(|&i| text.chars().all(|c| has(i, c))) {
-            return vec![Piece {
-                font: Face::External(i),
-                text,
-            }];
-        }
-        let mut pieces: Vec<Piece> = Vec::new();
-        for c in text.chars() {
-            let current = pieces.last().map(|p| p.font);
-            let (face, c) = if c == ' ' && current.is_some() {
-                (current.unwrap_or(Face::Helvetica), c)
-            } else if let Some(f) = current.filter(|f| match f {
-                Face::External(i) => has(*i, c),
-                Face::Helvetica => latin1(c),
-            }) {
-                (f, c)
-            } else if let Some(i) = (0..fonts.len()).find(|&i| has(i, c)) {
-                (Face::External(i), c)
-            } else if latin1(c) {
-                (Face::Helvetica, c)
-            } else {
-                self.warnings.insert(format!(
-                    "no configured font has U+{:04X} ({c}); it prints as ?",
-                    c as u32
-                ));
-                (current.unwrap_or(Face::Helvetica), '?')
-            };
-            match pieces.last_mut() {
-                Some(p) if p.font == face => p.text.push(c),
-                _ => pieces.push(Piece {
-                    font: face,
-                    text: c.to_string(),
-                }),
-            }
-        }
-        pieces
-    }
-
-    fn width(&mut self, text: &str, size: f32) -> f32 {
-        self.pieces(text)
-            .iter()
-            .map(|p| self.piece_width(p, size))
-            .sum()
-    }
-
-    fn piece_width(&self, piece: &Piece, size: f32) -> f32 {
-        match piece.font {
-            Face::External(i) => {
-                let font = &self.fonts.fonts[i].font;
-                let units = f32::from(font.pdf_font_metrics.units_per_em.max(1));
-                piece
-                    .text
-                    .chars()
-                    .map(|c| {
-                        font.lookup_glyph_index(c as u32)
-                            .map_or(0.5, |g| f32::from(font.get_horizontal_advance(g)) / units)
-                    })
-                    .sum::<f32>()
-                    * size
-            }
-            // Helvetica's widths, roughly: enough to fit cells.
-            Face::Helvetica => {
-                piece
-                    .text
-                    .chars()
-                    .map(|c| match c {
-                        'i' | 'j' | 'l' | '.' | ',' | ' ' | '\'' | '|' | '!' | ':' | ';' => 0.28,
-                        'm' | 'w' | 'M' | 'W' | '@' => 0.85,
-                        c if c.is_ascii_uppercase() => 0.67,
-                        _ => 0.56,
-                    })
-                    .sum::<f32>()
-                    * size
-            }
-        }
-    }
-
-    /// `text`, cut with "..." to fit `width`.
-    fn fit(&mut self, text: &str, size: f32, width: f32) -> String {
+    /// `text`, cut with "..." to fit `width`: for table cells (ids), never for names.
+    pub fn fit(&mut self, text: &str, size: f32, width: f32) -> String {
         if self.width(text, size) <= width {
             return text.to_owned();
         }
-        let chars: Vec<char> = text.chars().collect();
-        let (mut low, mut high) = (0, chars.len());
+        // ends[k - 1]: where the first k characters end.
+        let ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+        let (mut low, mut high) = (0, ends.len());
         while low < high {
             let mid = (low + high).div_ceil(2);
-            let candidate: String = chars[..mid].iter().collect::<String>() + "...";
+            let candidate = format!("{}...", &text[..ends[mid - 1]]);
             if self.width(&candidate, size) <= width {
                 low = mid;
             } else {
                 high = mid - 1;
             }
         }
-        chars[..low].iter().collect::<String>() + "..."
+        let end = if low == 0 { 0 } else { ends[low - 1] };
+        format!("{}...", &text[..end])
     }
 
-    fn finish(mut self) -> Pdf {
+    /// `text` in lines no wider than `width`, broken between words; a word wider than a line
+    /// is broken between its characters (never inside a cluster of a character and its
+    /// marks). Nothing is cut.
+    pub fn wrap(&mut self, text: &str, size: f32, width: f32) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        for word in text.split_whitespace() {
+            let candidate = if line.is_empty() {
+                word.to_owned()
+            } else {
+                format!("{line} {word}")
+            };
+            if self.width(&candidate, size) <= width {
+                line = candidate;
+                continue;
+            }
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let mut rest = word;
+            while self.width(rest, size) > width {
+                let cut = self.cut(rest, size, width);
+                lines.push(rest[..cut].to_owned());
+                rest = &rest[cut..];
+            }
+            line = rest.to_owned();
+        }
+        if !line.is_empty() || lines.is_empty() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// The longest start of `word` (at least one cluster) that fits `width`, as a byte length.
+    fn cut(&mut self, word: &str, size: f32, width: f32) -> usize {
+        let bounds = cluster_bounds(word);
+        let mut best = bounds.first().copied().unwrap_or(word.len());
+        for &end in &bounds {
+            if self.width(&word[..end], size) <= width {
+                best = end;
+            } else {
+                break;
+            }
+        }
+        best
+    }
+
+    pub fn finish(mut self) -> Pdf {
         let last = std::mem::take(&mut self.ops);
         self.pages.push(last);
         let count = self.pages.len();
         let pages: Vec<Vec<Op>> = std::mem::take(&mut self.pages);
         let mut done = Vec::with_capacity(count);
+        let footer = std::mem::take(&mut self.footer);
         for (n, ops) in pages.into_iter().enumerate() {
             self.ops = ops;
-            let footer = format!("Page {} of {count}", n + 1);
-            let x = PAGE_W - MARGIN - self.width(&footer, 8.0);
-            self.text(x, MARGIN - 12.0, 8.0, &footer, GREY);
+            let number = format!("Page {} of {count}", n + 1);
+            let number_w = self.width(&number, 8.0);
+            let x = PAGE_W - MARGIN - number_w;
+            self.text(x, MARGIN - 12.0, 8.0, &number, GREY);
+            let room = PAGE_W - 2.0 * MARGIN - number_w - 12.0;
+            let footer = self.fit(&footer, 8.0, room);
+            self.text(MARGIN, MARGIN - 12.0, 8.0, &footer, GREY);
             done.push(PdfPage::new(
                 Mm(210.0),
                 Mm(297.0),
@@ -612,16 +332,63 @@ impl<'f> Writer<'f> {
         {
             tracing::warn!(warning = %w.msg, "printpdf could not save the PDF as it should");
         }
+        let missing: BTreeSet<char> = std::mem::take(&mut self.set.missing);
+        let mut warnings = self.problems;
+        warnings.extend(missing.into_iter().map(|c| {
+            format!(
+                "no configured font has U+{:04X} ({c}); it prints as a box",
+                c as u32
+            )
+        }));
         Pdf {
             bytes,
             pages: count,
-            warnings: self.warnings.into_iter().collect(),
+            warnings,
         }
     }
 }
 
-fn latin1(c: char) -> bool {
-    (c as u32) <= 0xFF
+/// Byte offsets where a line may break inside a word: before each character that is not a
+/// combining mark or a joiner, so a letter keeps its vowel signs and viramas.
+fn cluster_bounds(word: &str) -> Vec<usize> {
+    let mut bounds = Vec::new();
+    let mut chars = word.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if let Some(&(next_at, next)) = chars.peek()
+            && !joins_previous(next)
+            && !is_virama(c)
+        {
+            bounds.push(next_at);
+        }
+    }
+    bounds.push(word.len());
+    bounds
+}
+
+/// A character that belongs with the one before it: a combining mark (vowel signs, nukta,
+/// virama, Arabic harakat) or a zero-width (non-)joiner.
+fn joins_previous(c: char) -> bool {
+    use unicode_script::UnicodeScript;
+    if matches!(c, '\u{200C}' | '\u{200D}') || c.script() == unicode_script::Script::Inherited {
+        return true;
+    }
+    // The Indic scripts' dependent signs: U+0900-0D7F, in each 128-code block, 0x00-0x03 and
+    // 0x3A-0x4F, 0x51-0x57, 0x62-0x63.
+    let u = c as u32;
+    if (0x0900..=0x0D7F).contains(&u) {
+        let offset = u & 0x7F;
+        return offset <= 0x03
+            || (0x3A..=0x4F).contains(&offset)
+            || (0x51..=0x57).contains(&offset)
+            || (0x62..=0x63).contains(&offset);
+    }
+    (0x064B..=0x065F).contains(&u) || u == 0x0670
+}
+
+/// A virama (halant) joins the next consonant into a conjunct: no break after it.
+fn is_virama(c: char) -> bool {
+    let u = c as u32;
+    (0x0900..=0x0D7F).contains(&u) && (u & 0x7F) == 0x4D
 }
 
 fn rgb((r, g, b): (f32, f32, f32)) -> Color {
@@ -640,307 +407,14 @@ fn point(x: f32, y: f32) -> LinePoint {
     }
 }
 
-/// The statistics `score.finalize_test` stored (`score_test_reports.statistics`), as far as the
-/// test report shows them.
-#[derive(Debug, Deserialize)]
-pub struct Statistics {
-    pub test_id: String,
-    pub key_version: u32,
-    pub candidates: u64,
-    pub max_marks: Marks,
-    pub mean: Option<Marks>,
-    pub median: Option<Marks>,
-    pub highest: Option<Marks>,
-    pub lowest: Option<Marks>,
-    pub distribution: Vec<ScoreCount>,
-    pub sections: Vec<SectionStatistics>,
-    pub questions: Vec<QuestionStatistics>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ScoreCount {
-    pub marks: Marks,
-    pub candidates: u64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SectionStatistics {
-    pub id: String,
-    pub max_marks: Marks,
-    pub mean: Option<Marks>,
-    pub median: Option<Marks>,
-    pub highest: Option<Marks>,
-    pub lowest: Option<Marks>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct QuestionStatistics {
-    pub id: String,
-    pub section: String,
-    pub counts: Counts,
-    pub facility_percent: Option<String>,
-    pub accuracy_percent: Option<String>,
-    /// `None` for a dropped question.
-    pub difficulty: Option<String>,
-}
-
-/// Questions listed as the hardest and as the easiest.
-const EXTREMES: usize = 10;
-
-/// Builds a test's analytics report: summary, histogram of the totals, section averages, and
-/// the hardest and easiest questions by facility (share of candidates answering correctly).
-pub fn test_report(stats: &Statistics, test: Option<&TestDef>, fonts: &Fonts) -> Pdf {
-    let title = test
-        .and_then(|t| t.title.as_deref())
-        .unwrap_or(&stats.test_id);
-    let mut w = Writer::new(fonts.get(), &format!("Test report: {title}"));
-    w.text(MARGIN, w.y, 18.0, "Test report", BLACK);
-    w.y -= 24.0;
-    w.text(MARGIN, w.y, 12.0, title, BLACK);
-    w.y -= 20.0;
-    let show = |m: Option<Marks>| m.map(|m| m.display(2).to_string()).unwrap_or("-".into());
-    let key_version = stats.key_version.to_string();
-    let candidates = stats.candidates.to_string();
-    let max = stats.max_marks.display(2).to_string();
-    for (label, value) in [
-        ("Test", stats.test_id.as_str()),
-        ("Key version", key_version.as_str()),
-        ("Candidates", candidates.as_str()),
-        ("Maximum", max.as_str()),
-        ("Mean", show(stats.mean).as_str()),
-        ("Median", show(stats.median).as_str()),
-        ("Highest", show(stats.highest).as_str()),
-        ("Lowest", show(stats.lowest).as_str()),
-    ] {
-        w.label_value(label, value);
-    }
-    w.y -= 10.0;
-
-    w.heading("Score distribution");
-    histogram(&mut w, stats);
-    w.y -= 10.0;
-
-    w.heading("Section averages");
-    let columns = [
-        col("Section", 165.0, false),
-        col("Max", 60.0, true),
-        col("Mean", 60.0, true),
-        col("Median", 60.0, true),
-        col("Highest", 60.0, true),
-        col("Lowest", 60.0, true),
-    ];
-    let rows: Vec<Vec<String>> = stats
-        .sections
-        .iter()
-        .map(|s| {
-            vec![
-                s.id.clone(),
-                s.max_marks.display(2).to_string(),
-                show(s.mean),
-                show(s.median),
-                show(s.highest),
-                show(s.lowest),
-            ]
-        })
-        .collect();
-    w.table(&columns, &rows);
-    w.y -= 10.0;
-
-    let mut judged: Vec<&QuestionStatistics> = stats
-        .questions
-        .iter()
-        .filter(|q| q.difficulty.is_some())
-        .collect();
-    let facility = |q: &QuestionStatistics| {
-        f64::from(q.counts.correct) / f64::from(q.counts.questions().max(1))
-    };
-    judged.sort_by(|a, b| {
-        facility(a)
-            .total_cmp(&facility(b))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let columns = [
-        col("Question", 85.0, false),
-        col("Section", 105.0, false),
-        col("Facility", 60.0, true),
-        col("Accuracy", 60.0, true),
-        col("Correct", 50.0, true),
-        col("Incorrect", 55.0, true),
-        col("Unattempted", 75.0, true),
-    ];
-    let row = |q: &&QuestionStatistics| {
-        let pct = |p: &Option<String>| p.as_deref().map_or("-".into(), |p| format!("{p}%"));
-        vec![
-            q.id.clone(),
-            q.section.clone(),
-            pct(&q.facility_percent),
-            pct(&q.accuracy_percent),
-            q.counts.correct.to_string(),
-            q.counts.incorrect.to_string(),
-            q.counts.unattempted.to_string(),
-        ]
-    };
-    w.heading("Hardest questions");
-    let hardest: Vec<Vec<String>> = judged.iter().take(EXTREMES).map(row).collect();
-    w.table(&columns, &hardest);
-    w.y -= 10.0;
-    w.heading("Easiest questions");
-    let easiest: Vec<Vec<String>> = judged.iter().rev().take(EXTREMES).map(row).collect();
-    w.table(&columns, &easiest);
-    w.finish()
-}
-
-/// The totals' distribution as vertical bars, one per band of [`score_bands`].
-fn histogram(w: &mut Writer<'_>, stats: &Statistics) {
-    let Some(bands) = score_bands(&stats.distribution, stats.max_marks) else {
-        w.label_value("", "no candidates");
-        return;
-    };
-    let tallest = bands.counts.iter().copied().max().unwrap_or(1).max(1);
-    let chart_h = 140.0;
-    w.ensure(chart_h + 40.0);
-    let base = w.y - chart_h;
-    let slot = (PAGE_W - 2.0 * MARGIN) / bands.counts.len() as f32;
-    for (i, &count) in bands.counts.iter().enumerate() {
-        let x = MARGIN + slot * i as f32;
-        let h = (chart_h - 14.0) * count as f32 / tallest as f32;
-        if count > 0 {
-            w.rect(x + slot * 0.1, base, slot * 0.8, h, BAR);
-        }
-        let from = bands.first + i as f64 * bands.width;
-        let label = format!("{}-{}", mark_label(from), mark_label(from + bands.width));
-        let size = if slot < 40.0 { 6.0 } else { 8.0 };
-        let label = w.fit(&label, size, slot - 2.0);
-        w.text(x + 1.0, base - 10.0, size, &label, GREY);
-        w.text(
-            x + slot * 0.1,
-            base + h + 3.0,
-            size,
-            &count.to_string(),
-            BLACK,
-        );
-    }
-    w.rule(base, GREY);
-    w.y = base - 24.0;
-}
-
-/// The most bars the score chart draws: the page has room for about this many labelled ones.
-const MAX_BANDS: usize = 20;
-
-/// Candidates per band of marks: band `i` holds `first + i * width <= marks < first + (i + 1) *
-/// width`.
-#[derive(Debug, PartialEq)]
-struct Bands {
-    first: f64,
-    width: f64,
-    counts: Vec<u64>,
-}
-
-/// Bands of a tenth of the maximum (at least one mark) from the lowest score's to the highest's,
-/// as long as that is at most [`MAX_BANDS`] bands. Scores spread wider, as a harsh negative
-/// marking allows (one candidate a trillion marks below the rest), get wider bands of a round
-/// width instead, so the chart stays readable and still counts every candidate; the number of
-/// bands never follows the marks. `None` for no candidates.
-fn score_bands(distribution: &[ScoreCount], max_marks: Marks) -> Option<Bands> {
-    let value = |m: Marks| m.numer() as f64 / m.denom() as f64;
-    let lowest = distribution
-        .iter()
-        .map(|d| value(d.marks))
-        .reduce(f64::min)?;
-    let highest = distribution
-        .iter()
-        .map(|d| value(d.marks))
-        .reduce(f64::max)?;
-    let tenth = (value(max_marks) / 10.0).max(1.0);
-    let bands_of = |width: f64| (highest / width).floor() - (lowest / width).floor() + 1.0;
-    let width = if bands_of(tenth) <= MAX_BANDS as f64 {
-        tenth
-    } else {
-        // Width w puts at most (highest - lowest) / w + 1 bands between the two scores.
-        round_up_1_2_5((highest - lowest) / (MAX_BANDS - 1) as f64).max(tenth)
-    };
-    let first_band = (lowest / width).floor();
-    let count = bands_of(width).clamp(1.0, MAX_BANDS as f64) as usize;
-    let mut counts = vec![0u64; count];
-    for d in distribution {
-        // Clamped: float rounding must not put a score outside the chart.
-        let band = ((value(d.marks) / width).floor() - first_band).clamp(0.0, (count - 1) as f64);
-        counts[band as usize] += d.candidates;
-    }
-    Some(Bands {
-        first: first_band * width,
-        width,
-        counts,
-    })
-}
-
-/// The least of 1, 2 and 5 times a power of ten that is at least `x` (which is positive).
-fn round_up_1_2_5(x: f64) -> f64 {
-    let power = 10f64.powi(x.log10().floor() as i32);
-    [1.0, 2.0, 5.0, 10.0, 20.0]
-        .into_iter()
-        .map(|step| step * power)
-        .find(|&width| width >= x)
-        .unwrap_or(x)
-}
-
-/// A band's bound for its label: whole marks, and a power of ten once they would not fit.
-fn mark_label(marks: f64) -> String {
-    if marks.abs() < 1e6 {
-        format!("{marks:.0}")
-    } else {
-        format!("{marks:.0e}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn distribution(scores: &[(Marks, u64)]) -> Vec<ScoreCount> {
-        scores
-            .iter()
-            .map(|&(marks, candidates)| ScoreCount { marks, candidates })
-            .collect()
-    }
-
-    fn m(text: &str) -> Marks {
-        text.parse().unwrap()
-    }
-
     #[test]
-    fn bands_are_a_tenth_of_the_maximum_when_the_scores_allow() {
-        let scores = distribution(&[(m("-3"), 1), (m("7"), 2), (m("40"), 1)]);
-        let bands = score_bands(&scores, m("40")).unwrap();
-        assert_eq!(bands.width, 4.0);
-        assert_eq!(bands.first, -4.0);
-        assert_eq!(bands.counts, [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(score_bands(&[], m("40")), None);
-    }
-
-    #[test]
-    fn scores_a_trillion_marks_apart_get_wide_bands_not_a_trillion_of_them() {
-        let scores = distribution(&[(m("-1000000000000"), 1), (m("4"), 2)]);
-        let bands = score_bands(&scores, m("4")).unwrap();
-        assert!(bands.counts.len() <= MAX_BANDS, "{bands:?}");
-        assert_eq!(bands.width, 1e11);
-        assert_eq!(bands.first, -1e12);
-        assert_eq!(bands.counts.first(), Some(&1));
-        assert_eq!(bands.counts.last(), Some(&2));
-        assert_eq!(mark_label(bands.first), "-1e12");
-    }
-
-    #[test]
-    fn bands_stay_few_at_the_ends_of_the_marks_range() {
-        let ends = [
-            (Marks::integer(i64::MIN), 3),
-            (Marks::integer(i64::MAX), 5),
-            (m("1/3"), 7),
-        ];
-        for max in [m("1"), Marks::integer(i64::MAX), Marks::integer(i64::MIN)] {
-            let bands = score_bands(&distribution(&ends), max).unwrap();
-            assert!((1..=MAX_BANDS).contains(&bands.counts.len()), "{bands:?}");
-            assert_eq!(bands.counts.iter().sum::<u64>(), 15, "{bands:?}");
-        }
+    fn words_break_between_clusters_never_inside_one() {
+        // प्रि: प, virama, र, vowel sign i: one cluster.
+        assert_eq!(cluster_bounds("प्रिया"), ["प्रि".len(), "प्रिया".len()]);
+        assert_eq!(cluster_bounds("abc"), [1, 2, 3]);
     }
 }

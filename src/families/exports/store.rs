@@ -9,7 +9,7 @@ use quizworker_jobs::scoring::{AttemptResult, TestDef};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use super::pdf::Statistics;
+use super::test_report::Statistics;
 use crate::families::scoring::store::StoreError;
 
 /// How many results a test has.
@@ -64,6 +64,8 @@ pub struct CardData {
     /// The key version the result was scored against (`None` if it is gone).
     pub test: Option<TestDef>,
     pub candidate_id: Option<String>,
+    /// The attempt's `candidate_name`, as the producer sent it.
+    pub candidate_name: Option<String>,
     pub rank: Option<i64>,
     pub percentile: Option<String>,
     pub submitted_at: Option<DateTime<Utc>>,
@@ -73,6 +75,7 @@ type CardRecord = (
     Json<AttemptResult>,
     Option<Json<TestDef>>,
     Option<String>,
+    Option<String>,
     Option<i32>,
     Option<String>,
     Option<DateTime<Utc>>,
@@ -81,7 +84,8 @@ type CardRecord = (
 /// The result of an attempt for its report card, or `None` if the attempt has none.
 pub async fn report_card(pg: &PgPool, attempt_id: &str) -> Result<Option<CardData>, StoreError> {
     let row: Option<CardRecord> = sqlx::query_as(
-        "SELECT r.result, t.definition, a.candidate_id, r.rank, r.percentile, a.submitted_at
+        "SELECT r.result, t.definition, a.candidate_id, a.attempt->>'candidate_name', r.rank,
+                r.percentile, a.submitted_at
            FROM score_results r JOIN score_attempts a USING (attempt_id)
            LEFT JOIN score_tests t ON t.test_id = r.test_id AND t.key_version = r.key_version
           WHERE r.attempt_id = $1",
@@ -90,13 +94,16 @@ pub async fn report_card(pg: &PgPool, attempt_id: &str) -> Result<Option<CardDat
     .fetch_optional(pg)
     .await?;
     Ok(row.map(
-        |(Json(result), test, candidate_id, rank, percentile, submitted_at)| CardData {
-            result,
-            test: test.map(|Json(t)| t),
-            candidate_id,
-            rank: rank.map(i64::from),
-            percentile,
-            submitted_at,
+        |(Json(result), test, candidate_id, candidate_name, rank, percentile, submitted_at)| {
+            CardData {
+                result,
+                test: test.map(|Json(t)| t),
+                candidate_id,
+                candidate_name,
+                rank: rank.map(i64::from),
+                percentile,
+                submitted_at,
+            }
         },
     ))
 }
