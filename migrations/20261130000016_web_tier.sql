@@ -69,7 +69,8 @@ CREATE TABLE webhook_routes (
 
 CREATE TABLE webhook_deliveries (
     id              text PRIMARY KEY,             -- the `webhook-id` header
-    job_id          text        NOT NULL,
+    -- Pruned with its job: maintenance deletes finished jobs after their retention.
+    job_id          text        NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     endpoint        text        NOT NULL,         -- a name of [webhooks.endpoints]
     event           text        NOT NULL,         -- job.completed, job.failed
     state           text        NOT NULL DEFAULT 'pending'

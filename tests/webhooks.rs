@@ -313,3 +313,48 @@ async fn an_operator_sends_a_delivery_again_from_the_cli(pool: PgPool) {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no delivery with id `msg_nope`"));
 }
+
+/// Maintenance prunes a finished job after its retention, and the job's deliveries go with it:
+/// nothing of a pruned job is left to `webhooks list`.
+#[sqlx::test]
+async fn a_pruned_job_takes_its_deliveries_with_it(pool: PgPool) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let endpoints = endpoint(
+        "lms",
+        &format!("{}/hooks", server.uri()),
+        &["diag.noop"],
+        true,
+    );
+    let config = format!(
+        "{}\n[maintenance]\ninterval = \"1s\"\nkeep_completed = \"1s\"\n",
+        config(&endpoints)
+    );
+    let env = TestEnv::with_config(pool, &config).await;
+    let _daemon = spawn(&env);
+
+    let id = env.enqueue("diag.noop", "{}", &[]);
+    assert_eq!(settled(&env, &id, 1).await[0]["state"], "delivered");
+    let start = Instant::now();
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = $1")
+                .bind(&id)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if left == 0 && env.job(&id).await.is_none() {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "job {id} or its {left} deliveries still there\n{}",
+            env.daemon_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deliveries(&env, &id).is_empty());
+}
