@@ -630,8 +630,7 @@ async fn the_emails_rate_holds_at_the_server_across_two_processes(pool: PgPool) 
     const RATE: f64 = 20.0;
     let t = EmailEnv::new(pool).await;
     let rate = [("QUIZWORKER_QUEUES__EMAILS__RATE", "20/s")];
-    // Enqueued before the daemons start: one CLI process per job enqueues slower than 20/s on a
-    // busy machine, which would measure the enqueuing instead of the limit.
+    let _daemons = [t.daemon_with(&rate), t.daemon_with(&rate)];
     let ids: Vec<String> = (0..MESSAGES)
         .map(|i| {
             t.send(
@@ -640,7 +639,6 @@ async fn the_emails_rate_holds_at_the_server_across_two_processes(pool: PgPool) 
             )
         })
         .collect();
-    let _daemons = [t.daemon_with(&rate), t.daemon_with(&rate)];
     let messages = t.sink.wait_for_messages(MESSAGES, DEADLINE).await;
     for id in &ids {
         t.env.wait_for_state(id, "completed").await;
