@@ -678,13 +678,15 @@ async fn the_emails_rate_holds_at_the_server_across_two_processes(pool: PgPool) 
         "{measured:.2}/s: the limit should not slow sending this much"
     );
     // No second in which much more than the rate arrived. The limiter spaces the sends; the
-    // server sees each one its SMTP exchange later, and that is longer (about 100 ms) for a
-    // message that opens a connection, so the first messages can arrive bunched with later
-    // ones: the one unit a window edge allows, and two for that.
+    // server sees each one its SMTP exchange later, and on a busy machine (the other tests of
+    // this file run beside it) that exchange varies by a few hundred milliseconds, so sends
+    // spaced evenly can arrive bunched: 22 and 25 within one second were seen while the
+    // average held at 20.1/s. The average above is the strict check; this one catches a
+    // limiter that lets a burst through (a second process not sharing the limit doubles it).
     for (i, start) in at.iter().enumerate() {
         let within = at[i..].iter().take_while(|t| **t < start + 1.0).count();
         assert!(
-            within <= RATE as usize + 3,
+            within <= (RATE * 1.3) as usize,
             "{within} messages within 1 s from {start}"
         );
     }
