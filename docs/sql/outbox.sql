@@ -101,6 +101,7 @@ DECLARE
                                           WHEN 'export' THEN 'exports'
                                           WHEN 'email' THEN 'emails'
                                           WHEN 'ai' THEN 'ai'
+                                          WHEN 'index' THEN 'indexing'
                                       END);
     job_id    text;
 BEGIN
