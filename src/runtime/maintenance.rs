@@ -219,6 +219,11 @@ async fn push_unchanged(
 
 /// Empties apalis' set of acknowledged ids, dropping the payload and metadata of the jobs
 /// that are finished (or gone from the journal); jobs waiting for a retry keep theirs.
+///
+/// A finished job's row is held while Redis forgets it: `jobs retry` marks the row before it
+/// pushes the payload again, so a retry either waits for the forgetting or is seen here and
+/// keeps its payload. (Deciding on states read without a lock once deleted the payload of a
+/// job a retry had just pushed, and the worker that fetched it died.)
 async fn trim(pg: &PgPool, redis: &RedisQueues, queue: Queue) -> anyhow::Result<u64> {
     let mut trimmed = 0;
     for _ in 0..PAGES_PER_PASS {
@@ -226,19 +231,25 @@ async fn trim(pg: &PgPool, redis: &RedisQueues, queue: Queue) -> anyhow::Result<
         if acknowledged.is_empty() {
             break;
         }
-        let unfinished: HashSet<String> = store::states(pg, &acknowledged)
+        let known: HashSet<String> = store::states(pg, &acknowledged)
             .await?
             .into_iter()
-            .filter(|(_, state)| !matches!(state.as_str(), "completed" | "failed" | "cancelled"))
             .map(|(id, _)| id)
             .collect();
-        let finished: Vec<String> = acknowledged
+        let mut tx = pg.begin().await?;
+        let finished: HashSet<String> = store::lock_finished(&mut tx, &acknowledged)
+            .await?
+            .into_iter()
+            .collect();
+        // A job the journal no longer has was pruned: nothing can retry it.
+        let forgotten: Vec<String> = acknowledged
             .iter()
-            .filter(|id| !unfinished.contains(*id))
+            .filter(|id| finished.contains(*id) || !known.contains(*id))
             .cloned()
             .collect();
-        redis.forget(queue, &acknowledged, &finished).await?;
-        trimmed += finished.len() as u64;
+        redis.forget(queue, &acknowledged, &forgotten).await?;
+        tx.commit().await?;
+        trimmed += forgotten.len() as u64;
     }
     Ok(trimmed)
 }

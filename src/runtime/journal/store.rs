@@ -380,6 +380,24 @@ pub async fn lock_unchanged(
     .await
 }
 
+/// Locks those of `ids` the journal has finished and returns their ids; a row another
+/// transaction holds (a retry being marked, most likely) is skipped. Forgetting a finished job's
+/// payload in Redis while holding its row cannot race a retry, which must update the row
+/// before it pushes the payload again.
+pub async fn lock_finished(
+    tx: &mut sqlx::PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM jobs
+          WHERE id = ANY($1) AND state IN ('completed', 'failed', 'cancelled')
+            FOR SHARE SKIP LOCKED",
+    )
+    .bind(ids)
+    .fetch_all(tx)
+    .await
+}
+
 /// The states of those of `ids` the journal knows.
 pub async fn states(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<(String, String)>> {
     sqlx::query_as("SELECT id, state FROM jobs WHERE id = ANY($1)")
