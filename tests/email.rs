@@ -826,14 +826,7 @@ async fn redis_connections_killed_mid_bulk_send_each_recipient_once(pool: PgPool
         &[],
     );
     t.sink.wait_for_count(50, DEADLINE).await;
-    let killed: i64 = t
-        .env
-        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"]))
-        .await;
-    let _: i64 = t
-        .env
-        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"]))
-        .await;
+    let killed = t.env.kill_redis_connections().await;
     assert!(killed > 0, "the daemon had connections to kill");
     daemon.wait_for_log("the worker died");
 

@@ -91,12 +91,7 @@ async fn redis_connections_killed_mid_job_do_not_run_jobs_twice(pool: PgPool) {
     wait_all(&env, &ids, "running").await;
 
     // A blip: every connection of the daemon dropped at once, as a failover or CLIENT KILL does.
-    let killed: i64 = env
-        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"]))
-        .await;
-    let _: i64 = env
-        .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"]))
-        .await;
+    let killed = env.kill_redis_connections().await;
     assert!(killed > 0, "the daemon had connections to kill");
     daemon.wait_for_log("the worker died");
 

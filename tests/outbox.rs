@@ -341,3 +341,44 @@ async fn the_relay_waits_out_postgres_going_away(pool: PgPool) {
     drop(daemon);
     platform.drop_database().await;
 }
+
+/// Redis drops every connection of two relaying daemons (a failover, CLIENT KILL) again and
+/// again while rows are relayed: no row is lost and no job runs twice.
+#[sqlx::test]
+async fn redis_connections_killed_while_relaying_lose_no_job_and_run_none_twice(pool: PgPool) {
+    // A Redis of its own: killing every client of the shared one would hit other tests.
+    let redis = OwnRedis::start();
+    let env = TestEnv::with_redis(pool, common::FAST_CONFIG, &redis.url).await;
+    let platform = Platform::new(&env).await;
+    // Rounds of 100 rows, so that a commit of 1,000 takes several and a cut lands amid them.
+    let outbox = [
+        ("QUIZWORKER_OUTBOX__URL", platform.url.as_str()),
+        ("QUIZWORKER_OUTBOX__BATCH", "100"),
+    ];
+    let first = env.spawn_daemon_with(&[], &outbox);
+    let second = env.spawn_daemon_with(&[], &outbox);
+
+    const ROUNDS: usize = 5;
+    const ROWS: i64 = 1000;
+    let mut ids = Vec::new();
+    for _ in 0..ROUNDS {
+        ids.extend(platform.enqueue(ROWS, "diag.noop", "{}").await);
+        // Cut once the relay has committed its first round of this commit's rows.
+        let start = Instant::now();
+        while platform.unrelayed().await == ROWS {
+            assert!(start.elapsed() < DEADLINE, "{}", env.daemon_logs());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            env.kill_redis_connections().await > 0,
+            "the daemons had connections to kill"
+        );
+    }
+    first.wait_for_log("the worker died");
+    second.wait_for_log("the worker died");
+
+    wait_all_completed(&env, ROUNDS as i64 * ROWS, Duration::from_secs(120)).await;
+    assert_each_ran_once(&env, &ids).await;
+    assert_eq!(platform.unrelayed().await, 0);
+    platform.drop_database().await;
+}

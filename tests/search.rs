@@ -2,13 +2,13 @@
 //! documents, typos, quoted phrases and -exclusions through `quizworker_search` and `quizworker
 //! search`; versions kept whatever order jobs (and a retry) run in; bad documents named while
 //! the good ones are written; a rebuild from a read-only source swapped in while searches and
-//! upserts go on.
+//! upserts go on, and run once when Redis drops the daemon's connections midway.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Daemon, FAST_CONFIG, TestEnv};
+use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -524,5 +524,76 @@ async fn quizworker_index_rebuild_reads_the_source_read_only(pool: PgPool) {
     assert!(
         err.contains("PLATFORM_DATABASE_URL (search.source.url_env), which is not set"),
         "{err}"
+    );
+}
+
+/// Redis drops every connection of the daemon (a failover, CLIENT KILL) in the middle of a
+/// rebuild: the rebuild runs on in its process, is not run a second time beside itself, and
+/// swaps in the whole source once.
+#[sqlx::test(migrations = false)]
+async fn redis_connections_killed_mid_rebuild_run_it_once(pool: PgPool) {
+    // A Redis of its own: killing every client of the shared one would hit other tests.
+    let redis = OwnRedis::start();
+    let slow = "SELECT id, version, title, text, test_id FROM platform.questions \
+                WHERE pg_sleep(0.005)::text = ''";
+    let config = config(QUEUE).replace(
+        "SELECT id, version, title, text, test_id FROM platform.questions",
+        slow,
+    );
+    let t = SearchEnv {
+        env: TestEnv::with_redis(pool.clone(), &config, &redis.url).await,
+    };
+    platform(&pool, 300).await;
+    let daemon = t.daemon();
+
+    let rebuild = t
+        .env
+        .enqueue("index.rebuild", r#"{"index": "questions"}"#, &[]);
+    let start = Instant::now();
+    while t.env.job(&rebuild).await.map(|j| j.progress).unwrap_or(0) < 10 {
+        assert!(start.elapsed() < DEADLINE, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        t.env.kill_redis_connections().await > 0,
+        "the daemon had connections to kill"
+    );
+    daemon.wait_for_log("the worker died");
+    let during = t.upsert(json!([question(
+        "p7",
+        99,
+        "Written after the cut common",
+        "new",
+        "t1"
+    )]));
+
+    let result = t.completed(&rebuild).await;
+    let job = t.env.job(&rebuild).await.unwrap();
+    assert_eq!(
+        job.attempts,
+        1,
+        "the rebuild ran once\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        (result["rows"].as_u64(), result["documents"].as_u64()),
+        (Some(300), Some(300)),
+        "{result}"
+    );
+    t.completed(&during).await;
+    assert_eq!(t.ids("cut", json!({})).await, ["p7"], "the upsert is kept");
+    assert_eq!(t.ids("common", json!({})).await.len(), 50, "a page of 50");
+    let (live, generations): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT generation) FROM search_documents
+          WHERE index_name = 'questions'",
+    )
+    .fetch_one(&t.env.pool)
+    .await
+    .unwrap();
+    assert_eq!((live, generations), (300, 1));
+    assert!(
+        !daemon.log_text().contains("second delivery"),
+        "{}",
+        daemon.log_text()
     );
 }

@@ -266,6 +266,19 @@ impl TestEnv {
             .await
             .expect("redis command")
     }
+
+    /// Drops every connection to Redis but the test's own, as a failover or a `CLIENT KILL`
+    /// does; returns how many it dropped. Only for a test with an [`OwnRedis`]: on the shared
+    /// server it would cut the other tests' daemons too.
+    pub async fn kill_redis_connections(&self) -> i64 {
+        let normal: i64 = self
+            .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"]))
+            .await;
+        let pubsub: i64 = self
+            .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"]))
+            .await;
+        normal + pubsub
+    }
 }
 
 /// A Redis server of the test's own, for tests that flush or cut it; killed when dropped.
