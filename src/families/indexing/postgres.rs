@@ -292,6 +292,17 @@ impl SearchIndex for PostgresIndex<'_> {
     }
 
     async fn finish_rebuild(&self, build: Build, expected: u64) -> Result<Swapped, JobError> {
+        // The build is a whole index written at once. Until the table is analyzed the planner
+        // takes the new generation for a few rows and reads every one of them in each search
+        // (a second over 100,000 documents, where the full-text index answers in milliseconds);
+        // autovacuum gets to it only later, and not at all where it is off.
+        if let Err(e) = sqlx::query("ANALYZE search_documents")
+            .execute(self.pg)
+            .await
+        {
+            tracing::warn!(index = self.name, error = %e,
+                "could not analyze search_documents; searches may be slow until autovacuum does");
+        }
         let mut tx = self.pg.begin().await.map_err(store_error)?;
         let (live, building): (i64, Option<i64>) = sqlx::query_as(
             "SELECT live_generation, building_generation FROM search_indexes
