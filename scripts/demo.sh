@@ -4,10 +4,12 @@
 # and a failed one; then scores a test attempt, writes its report card and emails it to a parent
 # through a local SMTP sink (tests/smtp_sink.py), showing the message that arrived; asks for AI
 # hints of two questions from a stand-in for an LLM API (scripts/ai_mock.py, no key needed),
-# twice, the second time from the cache, and has it grade an essay against its rubric; and stops
-# the daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log, the mail to
-# target/demo-mail.jsonl, the report card to target/demo-exports/. It ends by saying what to try
-# next.
+# twice, the second time from the cache, and has it grade an essay against its rubric; indexes
+# the questions and searches them; enqueues as a web tier does, in its own transaction through
+# the outbox, reads the status view and receives the signed completion webhook; and stops the
+# daemon with SIGTERM. The daemon's log goes to target/demo-daemon.log, the mail to
+# target/demo-mail.jsonl, the report card to target/demo-exports/, the webhooks to
+# target/demo-webhooks.jsonl. It ends by saying what to try next.
 #
 # The demo uses its own Redis key prefix (demo:) and, unless DATABASE_URL says otherwise, the
 # `quizworker` database, so it does not mix with the tests' data. When it succeeds it deletes
@@ -115,6 +117,31 @@ filterable = ["test_id"]
 TOML
 } >"$DEMO_CONFIG"
 export QUIZWORKER_CONFIG=$DEMO_CONFIG
+
+# --- a web tier's database and webhook endpoint, for the web-tier step ----------------------------
+# The platform's own database with the outbox applied (docs/sql/outbox.sql), as a web tier
+# sets it up, and an endpoint that verifies signed webhooks (scripts/webhook_receiver.py).
+PLATFORM_URL="${DATABASE_URL%/*}/quizworker_demo_platform"
+if ! psql "$DATABASE_URL" -X -tAc "SELECT 1 FROM pg_database WHERE datname = 'quizworker_demo_platform'" | grep -q 1; then
+    psql "$DATABASE_URL" -X -q -c 'CREATE DATABASE quizworker_demo_platform'
+fi
+PGOPTIONS='-c client_min_messages=warning' psql "$PLATFORM_URL" -X -q -v ON_ERROR_STOP=1 -f docs/sql/outbox.sql
+export QUIZWORKER_OUTBOX__URL=$PLATFORM_URL
+HOOKS=target/demo-webhooks.jsonl
+: >"$HOOKS"
+DEMO_WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64)"
+export DEMO_WEBHOOK_SECRET
+coproc HOOK_RECEIVER { exec python3 scripts/webhook_receiver.py "$HOOKS" 2>>target/demo-webhooks.log; }
+read -r -t 30 hook_line <&"${HOOK_RECEIVER[0]}" || { say "the webhook receiver did not start (target/demo-webhooks.log)" >&2; exit 1; }
+say "webhook endpoint on 127.0.0.1:${hook_line##* }"
+cat >>"$DEMO_CONFIG" <<TOML
+
+[webhooks.endpoints.demo]
+url = "http://127.0.0.1:${hook_line##* }/hooks/quizworker"
+secret_env = "DEMO_WEBHOOK_SECRET"
+kinds = []
+allow_private = true
+TOML
 
 # --- the daemon -------------------------------------------------------------------------------
 : >"$LOG"
@@ -347,6 +374,67 @@ for query in "प्रकाश" "projectle range" "light -glass"; do
     "$BIN" search questions "$query"
 done
 
+# --- the web tier ---------------------------------------------------------------------------------
+# A web tier that reaches only Postgres: it enqueues inside its own transactions through the
+# outbox (a rolled-back one makes no job), reads the job in the status view, and is told of its
+# completion by a signed webhook, which the endpoint verifies.
+web_attempt="demo-web-$(date +%s)"
+echo
+say "web-tier step: score.attempt through the outbox in the platform's transaction, then the status view and the webhook"
+web_ids=$(PGOPTIONS="-c client_min_messages=warning" psql "$PLATFORM_URL" -X -q -tA -v ON_ERROR_STOP=1 <<SQL
+CREATE TABLE IF NOT EXISTS demo_submissions (attempt_id text PRIMARY KEY, at timestamptz DEFAULT now());
+BEGIN;
+SELECT quizworker_enqueue('diag.noop', '{}');
+ROLLBACK;
+BEGIN;
+INSERT INTO demo_submissions (attempt_id) VALUES ('$web_attempt');
+SELECT quizworker_enqueue('score.attempt', '{
+  "test": {"test_id": "demo-physics-quiz", "key_version": 1, "marking": {"correct": 4, "incorrect": -1},
+           "sections": [{"id": "physics", "title": "Physics", "questions": [
+             {"id": "p1", "type": "mcq", "answer": "A"}, {"id": "p2", "type": "mcq", "answer": "C"}]}]},
+  "attempt": {"attempt_id": "$web_attempt", "candidate_id": "c-arjun",
+              "responses": [{"question": "p1", "answer": "A"}, {"question": "p2", "answer": "C"}]}}'::json,
+  idempotency_key => '$web_attempt', webhook => 'demo');
+COMMIT;
+SQL
+)
+rolled_back=$(sed -n 1p <<<"$web_ids")
+web_job=$(sed -n 2p <<<"$web_ids")
+wait_state "$web_job" completed
+if "$BIN" jobs show "$rolled_back" >/dev/null 2>&1; then
+    say "the rolled-back enqueue $rolled_back made a job" >&2
+    exit 1
+fi
+say "  the rolled-back enqueue ($rolled_back) made no job; the committed one is $web_job"
+echo "--- SELECT ... FROM quizworker.job_status_v1 WHERE id = '$web_job'"
+psql "$DATABASE_URL" -X -c "SELECT id, kind, state, attempts, result->>'marks' AS marks,
+                                   result->>'max_marks' AS max_marks, finished_at
+                              FROM quizworker.job_status_v1 WHERE id = '$web_job'"
+deadline=$((SECONDS + 30))
+until grep -q "$web_job" "$HOOKS"; do
+    if ((SECONDS >= deadline)); then
+        say "no webhook for $web_job within 30s:" >&2
+        "$BIN" webhooks list --job "$web_job" >&2 || true
+        exit 1
+    fi
+    sleep 0.5
+done
+echo "--- what the webhook endpoint received ($HOOKS)"
+python3 - "$HOOKS" "$web_job" <<'PY'
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    record = json.loads(line)
+    event = record.get("event") or {}
+    if event.get("data", {}).get("id") != sys.argv[2]:
+        continue
+    data = event["data"]
+    print(f"webhook-id {record['webhook_id']}: signature verified: {record['verified']}")
+    print(f"  {event['type']}: {data['kind']} {data['id']} {data['state']}, "
+          f"{data['result']['marks']} of {data['result']['max_marks']}")
+PY
+echo "--- quizworker webhooks list --job $web_job"
+"$BIN" webhooks list --job "$web_job"
+
 # --- stop ------------------------------------------------------------------------------------
 echo
 say "stopping the daemon with SIGTERM"
@@ -377,4 +465,5 @@ say "  QUIZWORKER_CONFIG=$DEMO_CONFIG $BIN search questions '\"refraction of lig
 say "  $BIN email preview result-ready --templates docs/templates --locale hi --vars FILE.json"
 say "  The email as received: $MAIL (one JSON line per message; data_b64 is the raw message)."
 say "  $BIN jobs show $hints      # ai.hints: three graded hints per question; $BIN ai usage"
+say "  psql $PLATFORM_URL -c 'TABLE quizworker.outbox'   # the web tier's outbox; $BIN webhooks list"
 say "  The daemon's log: $LOG. Settings: config.toml (README, Configuration)."

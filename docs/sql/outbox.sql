@@ -1,6 +1,7 @@
 -- quizworker's outbox: enqueue jobs inside the web tier's own transactions (docs/WEB_TIER.md).
 --
--- Run this once in the platform's database (the web tier's, not necessarily quizworker's):
+-- Run this in the platform's database (the web tier's, not necessarily quizworker's); running it
+-- again keeps the table and its rows and replaces the functions:
 --   psql "$PLATFORM_DATABASE_URL" -v ON_ERROR_STOP=1 -f docs/sql/outbox.sql
 -- then point the daemon at that database (`outbox.url`, env QUIZWORKER_OUTBOX__URL). Enqueue with
 --   SELECT quizworker_enqueue('score.attempt', '{"attempt": ...}'::json);
@@ -15,7 +16,7 @@ CREATE SCHEMA IF NOT EXISTS quizworker;
 -- A ULID (docs/PROTOCOL.md, section 1): 48 bits of Unix time in milliseconds, then 80 random
 -- bits, as 26 Crockford base32 digits, upper case. The random bits are those of a version 4
 -- UUID that are random (bytes 0-2 and 9-15; its version and variant bits are left out).
-CREATE FUNCTION quizworker.ulid() RETURNS text
+CREATE OR REPLACE FUNCTION quizworker.ulid() RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     digits constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -35,7 +36,7 @@ $$;
 
 -- One row per job enqueued. Rows stay after they are relayed (`relayed_at`), for the
 -- idempotency keys and for looking back, until the relay prunes them (`outbox.keep_relayed`).
-CREATE TABLE quizworker.outbox (
+CREATE TABLE IF NOT EXISTS quizworker.outbox (
     seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- relay order
     id              text        NOT NULL UNIQUE
                     CHECK (id ~ '^[0-7][0-9A-HJKMNP-TV-Z]{25}$'),      -- the job id, a ULID
@@ -55,16 +56,16 @@ CREATE TABLE quizworker.outbox (
 );
 
 -- An idempotency key holds once per queue, as with the script.
-CREATE UNIQUE INDEX outbox_idempotency_key ON quizworker.outbox (queue, idempotency_key)
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_idempotency_key ON quizworker.outbox (queue, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 -- What the relay reads: the rows not yet relayed, in order.
-CREATE INDEX outbox_waiting ON quizworker.outbox (seq) WHERE relayed_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_waiting ON quizworker.outbox (seq) WHERE relayed_at IS NULL;
 -- What pruning reads.
-CREATE INDEX outbox_relayed ON quizworker.outbox (relayed_at) WHERE relayed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_relayed ON quizworker.outbox (relayed_at) WHERE relayed_at IS NOT NULL;
 
 -- Wakes the relay when a transaction that enqueued commits (one notification per transaction:
 -- Postgres folds identical ones). The relay also polls, so nothing waits on this alone.
-CREATE FUNCTION quizworker.outbox_notify() RETURNS trigger
+CREATE OR REPLACE FUNCTION quizworker.outbox_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('quizworker_outbox', '');
@@ -72,7 +73,7 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER outbox_inserted
+CREATE OR REPLACE TRIGGER outbox_inserted
     AFTER INSERT ON quizworker.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION quizworker.outbox_notify();
 
@@ -82,7 +83,7 @@ CREATE TRIGGER outbox_inserted
 -- enqueued and the id returned is the earlier job's (its `duplicate_of` if it had one).
 -- The kind and payload are checked when the job runs, as with the script. `webhook` names an
 -- endpoint of the daemon's [webhooks.endpoints] to tell when the job completes or fails.
-CREATE FUNCTION quizworker_enqueue(
+CREATE OR REPLACE FUNCTION quizworker_enqueue(
     kind            text,
     payload         json,
     queue           text        DEFAULT NULL,
