@@ -453,7 +453,7 @@ async fn build_worker(
     let (wake_tx, wake_rx) = mpsc::channel::<()>(1);
     let storage_config = apalis_redis::Config::default()
         .queue(shared.redis.name(queue))
-        .batch_size(config.worker.fetch_batch)
+        .batch_size(config.fetch_batch(queue))
         .heartbeat_interval(config.worker.heartbeat_interval)
         .missed_heartbeats(config.worker.missed_heartbeats as usize)
         // Its per-task locking makes throughput fall as the backlog grows (docs/ARCHITECTURE.md).
