@@ -8,56 +8,25 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, FAST_CONFIG, TestEnv};
+use common::ai::{self, API_KEY, AiEnv, COMPLETIONS};
+use common::{Daemon, TestEnv};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, Request, ResponseTemplate};
 
-const COMPLETIONS: &str = "/v1/chat/completions";
-
-/// FAST_CONFIG, with the ai queue retrying within a second and prices to check the cost.
+/// With prices to check the cost.
 fn config() -> String {
-    format!(
-        r#"{FAST_CONFIG}
-[queues.ai]
-concurrency = 8
-timeout = "60s"
-max_attempts = 3
-backoff = {{ base = "500ms", cap = "1s", jitter = 0.0 }}
-
-[ai]
-model = "test-model"
-max_retry_wait = "5s"
-input_price_per_million = 1.0
-cached_input_price_per_million = 0.5
-output_price_per_million = 2.0
-"#
-    )
-}
-
-struct AiEnv {
-    env: TestEnv,
-    server: MockServer,
+    ai::config("test-model", "cached_input_price_per_million = 0.5")
 }
 
 impl AiEnv {
     async fn new(pool: PgPool) -> AiEnv {
-        AiEnv {
-            env: TestEnv::with_config(pool, &config()).await,
-            server: MockServer::start().await,
-        }
+        AiEnv::start(pool, &config()).await
     }
 
     fn daemon(&self) -> Daemon {
-        let base_url = format!("{}/v1", self.server.uri());
-        self.env.spawn_daemon_with(
-            &[],
-            &[
-                ("QUIZWORKER_AI__BASE_URL", base_url.as_str()),
-                ("AI_API_KEY", "sk-test-key"),
-            ],
-        )
+        self.daemon_with(&[API_KEY])
     }
 
     fn hints(&self, questions: Value) -> String {
