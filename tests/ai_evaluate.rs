@@ -9,11 +9,11 @@
 mod common;
 
 use common::Daemon;
-use common::ai::{self, AiEnv, COMPLETIONS};
+use common::ai::{self, AiEnv, completions};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, Request, ResponseTemplate};
+use wiremock::matchers::body_string_contains;
+use wiremock::{Request, ResponseTemplate};
 
 const CANDIDATE: &str = "cand-secret-7731";
 const ATTEMPT: &str = "att-secret-4410";
@@ -197,8 +197,7 @@ fn question<'a>(result: &'a Value, id: &str) -> &'a Value {
 #[sqlx::test(migrations = false)]
 async fn fractional_marks_are_stored_exactly_and_the_result_turns_final(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .expect(2)
         .mount(&t.server)
@@ -299,8 +298,7 @@ async fn fractional_marks_are_stored_exactly_and_the_result_turns_final(pool: Pg
 #[sqlx::test(migrations = false)]
 async fn nothing_sent_names_the_candidate_or_the_attempt(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -339,8 +337,7 @@ async fn nothing_sent_names_the_candidate_or_the_attempt(pool: PgPool) {
 async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: PgPool) {
     let t = AiEnv::new(pool).await;
     // The food question: 1.25 is off the step of 0.5; asked again, the reply is on it.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(FOOD))
         .respond_with(food_reply("1.25", "1", "0"))
         .up_to_n_times(1)
@@ -348,8 +345,7 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(FOOD))
         .respond_with(food_reply("1.5", "0.5", "0"))
         .expect(1)
@@ -359,8 +355,7 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
     let over = json!({"criteria": [
         {"id": "reflect", "awarded": "2", "feedback": "Generous."},
         {"id": "absorb", "awarded": "0.5", "feedback": "ok"}], "feedback": "ok"});
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(completion(&over.to_string()))
         .expect(2)
@@ -426,8 +421,7 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
 #[sqlx::test(migrations = false)]
 async fn an_answer_giving_orders_is_graded_as_data_and_gets_only_what_it_earns(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -471,16 +465,14 @@ async fn an_answer_giving_orders_is_graded_as_data_and_gets_only_what_it_earns(p
 async fn a_retry_does_not_grade_again_what_was_graded(pool: PgPool) {
     let t = AiEnv::new(pool).await;
     // The green question's first request meets a server error: the attempt ends.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(ResponseTemplate::new(500).set_body_string("upstream crashed"))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -582,8 +574,7 @@ async fn jobs_that_cannot_be_graded_fail_with_their_reason(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_refusal_fails_that_answer_only_and_is_not_asked_again(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -593,8 +584,7 @@ async fn a_refusal_fails_that_answer_only_and_is_not_asked_again(pool: PgPool) {
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
-use common::ai::{self, API_KEY, AiEnv, COMPLETIONS};
+use common::ai::{self, API_KEY, AiEnv, completions};
 use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv};
 use quizworker::config::Config;
 use quizworker::runtime::rate_limit::{Meter, RateLimits};
@@ -150,8 +150,7 @@ async fn waiting(env: &TestEnv, id: &str) -> Waiting {
 async fn the_spend_cap_holds_a_job_until_the_next_utc_day_without_spending_attempts(pool: PgPool) {
     // One request at a time, so the first reply is billed before the second is cleared.
     let t = AiEnv::new(pool, "daily_spend_cap_usd = 0.0001\nconcurrency = 1").await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40))
         .mount(&t.server)
         .await;
@@ -238,8 +237,7 @@ async fn the_spend_cap_holds_a_job_until_the_next_utc_day_without_spending_attem
 #[sqlx::test(migrations = false)]
 async fn a_reached_cap_does_not_hold_a_job_that_needs_no_request(pool: PgPool) {
     let t = AiEnv::new(pool, "daily_spend_cap_usd = 0.0001").await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40))
         .expect(1)
         .mount(&t.server)
@@ -264,8 +262,7 @@ async fn the_request_rate_holds_across_two_daemons(pool: PgPool) {
     const RATE: f64 = 8.0;
     let t = AiEnv::new(pool, "").await;
     let times = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, reply(200, 40)))
         .mount(&t.server)
         .await;
@@ -302,8 +299,7 @@ async fn the_token_rate_holds_across_two_daemons_by_the_tokens_billed(pool: PgPo
     )
     .await;
     let times = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, reply(800, 200)))
         .mount(&t.server)
         .await;
@@ -399,8 +395,7 @@ async fn redis_connections_killed_mid_hints_ask_each_question_once(pool: PgPool)
     // A Redis of its own: killing every client of the shared one would hit other tests.
     let redis = OwnRedis::start();
     let t = AiEnv::with_redis(pool, "concurrency = 4", &redis).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40).set_delay(Duration::from_millis(100)))
         .mount(&t.server)
         .await;

@@ -2,7 +2,8 @@
 //! server speaking the chat-completions API (wiremock) that the daemons send their requests to.
 
 use sqlx::PgPool;
-use wiremock::MockServer;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockBuilder, MockServer};
 
 use super::{Daemon, FAST_CONFIG, TestEnv};
 
@@ -31,6 +32,11 @@ output_price_per_million = 2.0
 {ai_extra}
 "#
     )
+}
+
+/// A mock of the chat-completions endpoint, to add matchers and a response to.
+pub fn completions() -> MockBuilder {
+    Mock::given(method("POST")).and(path(COMPLETIONS))
 }
 
 pub struct AiEnv {
