@@ -6,14 +6,14 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::ai::{self, API_KEY, AiEnv, completions};
+use common::ai::{self, API_KEY, AiEnv, completions, timed};
 use common::{Daemon, TestEnv};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use wiremock::ResponseTemplate;
 use wiremock::matchers::body_string_contains;
-use wiremock::{Request, ResponseTemplate};
 
 /// With prices to check the cost.
 fn config() -> String {
@@ -131,18 +131,6 @@ fn planets(id: &str) -> Value {
            "options": [{"id": "A", "text": "Mars"}, {"id": "B", "text": "Jupiter"},
                        {"id": "C", "text": "Venus"}],
            "answer": "B"})
-}
-
-/// Completions that record when each request arrived.
-fn timed(
-    times: &Arc<Mutex<Vec<Instant>>>,
-    reply: ResponseTemplate,
-) -> impl Fn(&Request) -> ResponseTemplate + use<> {
-    let times = times.clone();
-    move |_: &Request| {
-        times.lock().unwrap().push(Instant::now());
-        reply.clone()
-    }
 }
 
 #[sqlx::test(migrations = false)]

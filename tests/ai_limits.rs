@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
-use common::ai::{self, API_KEY, AiEnv, completions};
+use common::ai::{self, API_KEY, AiEnv, completions, timed};
 use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv};
 use quizworker::config::Config;
 use quizworker::runtime::rate_limit::{Meter, RateLimits};
@@ -18,7 +18,7 @@ use quizworker_jobs::ai::AiHints;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// With prices to reach a cap with; `ai_extra` is added to `[ai]`.
 fn config(ai_extra: &str) -> String {
@@ -105,18 +105,6 @@ fn reply(prompt: u64, completion: u64) -> ResponseTemplate {
 fn question(i: usize) -> Value {
     json!({"id": format!("q{i}"), "type": "integer",
            "text": format!("What is {i} x 7?"), "answer": (i * 7).to_string()})
-}
-
-/// Completions that record when each request arrived.
-fn timed(
-    times: &Arc<Mutex<Vec<Instant>>>,
-    reply: ResponseTemplate,
-) -> impl Fn(&Request) -> ResponseTemplate + use<> {
-    let times = times.clone();
-    move |_: &Request| {
-        times.lock().unwrap().push(Instant::now());
-        reply.clone()
-    }
 }
 
 /// Units a second between the first and the last of `times`, each of the `per_request` units.

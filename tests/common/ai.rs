@@ -1,9 +1,12 @@
 //! What the AI tests share: a config for the ai queue, and a test environment with a local
 //! server speaking the chat-completions API (wiremock) that the daemons send their requests to.
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockBuilder, MockServer};
+use wiremock::{Mock, MockBuilder, MockServer, Request, ResponseTemplate};
 
 use super::{Daemon, FAST_CONFIG, TestEnv};
 
@@ -37,6 +40,18 @@ output_price_per_million = 2.0
 /// A mock of the chat-completions endpoint, to add matchers and a response to.
 pub fn completions() -> MockBuilder {
     Mock::given(method("POST")).and(path(COMPLETIONS))
+}
+
+/// Completions that record when each request arrived.
+pub fn timed(
+    times: &Arc<Mutex<Vec<Instant>>>,
+    reply: ResponseTemplate,
+) -> impl Fn(&Request) -> ResponseTemplate + use<> {
+    let times = times.clone();
+    move |_: &Request| {
+        times.lock().unwrap().push(Instant::now());
+        reply.clone()
+    }
 }
 
 pub struct AiEnv {
