@@ -6,58 +6,41 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Daemon, FAST_CONFIG, TestEnv};
+use common::ai::{self, API_KEY, AiEnv, completions, timed};
+use common::{Daemon, TestEnv};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::ResponseTemplate;
+use wiremock::matchers::body_string_contains;
 
-const COMPLETIONS: &str = "/v1/chat/completions";
-
-/// FAST_CONFIG, with the ai queue retrying within a second and prices to check the cost.
+/// With prices to check the cost.
 fn config() -> String {
-    format!(
-        r#"{FAST_CONFIG}
-[queues.ai]
-concurrency = 8
-timeout = "60s"
-max_attempts = 3
-backoff = {{ base = "500ms", cap = "1s", jitter = 0.0 }}
-
-[ai]
-model = "test-model"
-max_retry_wait = "5s"
-input_price_per_million = 1.0
-cached_input_price_per_million = 0.5
-output_price_per_million = 2.0
-"#
-    )
-}
-
-struct AiEnv {
-    env: TestEnv,
-    server: MockServer,
+    ai::config("test-model", "cached_input_price_per_million = 0.5")
 }
 
 impl AiEnv {
     async fn new(pool: PgPool) -> AiEnv {
-        AiEnv {
-            env: TestEnv::with_config(pool, &config()).await,
-            server: MockServer::start().await,
-        }
+        AiEnv::start(pool, &config()).await
     }
 
     fn daemon(&self) -> Daemon {
-        let base_url = format!("{}/v1", self.server.uri());
-        self.env.spawn_daemon_with(
-            &[],
-            &[
-                ("QUIZWORKER_AI__BASE_URL", base_url.as_str()),
-                ("AI_API_KEY", "sk-test-key"),
-            ],
-        )
+        self.daemon_with(&[API_KEY])
+    }
+
+    /// The first request gets `first`, every later one clean hints.
+    async fn first_then_clean(&self, first: ResponseTemplate) {
+        completions()
+            .respond_with(first)
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+        completions()
+            .respond_with(clean_reply())
+            .mount(&self.server)
+            .await;
     }
 
     fn hints(&self, questions: Value) -> String {
@@ -150,23 +133,10 @@ fn planets(id: &str) -> Value {
            "answer": "B"})
 }
 
-/// Completions that record when each request arrived.
-fn timed(
-    times: &Arc<Mutex<Vec<Instant>>>,
-    reply: ResponseTemplate,
-) -> impl Fn(&Request) -> ResponseTemplate + use<> {
-    let times = times.clone();
-    move |_: &Request| {
-        times.lock().unwrap().push(Instant::now());
-        reply.clone()
-    }
-}
-
 #[sqlx::test(migrations = false)]
 async fn hints_are_stored_with_their_cost_and_a_second_job_asks_nothing(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(clean_reply())
         .expect(2)
         .mount(&t.server)
@@ -243,8 +213,7 @@ async fn hints_are_stored_with_their_cost_and_a_second_job_asks_nothing(pool: Pg
 async fn a_hint_that_leaks_the_answer_is_asked_again_then_the_question_fails(pool: PgPool) {
     let t = AiEnv::new(pool).await;
     // 6 x 7: the first reply states 42, the second does not.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("What is 6 x 7?"))
         .respond_with(hints_reply(
             "Multiply.",
@@ -256,16 +225,14 @@ async fn a_hint_that_leaks_the_answer_is_asked_again_then_the_question_fails(poo
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("What is 6 x 7?"))
         .respond_with(clean_reply())
         .expect(1)
         .mount(&t.server)
         .await;
     // The planets: every reply names the answer's text.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("Which planet"))
         .respond_with(hints_reply(
             "Think big.",
@@ -314,15 +281,13 @@ async fn a_429_with_retry_after_is_waited_out_within_the_attempt(pool: PgPool) {
     let throttled = ResponseTemplate::new(429)
         .insert_header("retry-after", "2")
         .set_body_json(json!({"error": {"message": "Rate limit reached", "type": "requests"}}));
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, throttled))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, clean_reply()))
         .mount(&t.server)
         .await;
@@ -344,17 +309,7 @@ async fn a_429_with_retry_after_is_waited_out_within_the_attempt(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_500_is_retried_with_the_queues_backoff(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
-        .respond_with(ResponseTemplate::new(500).set_body_string("upstream crashed"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&t.server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
-        .respond_with(clean_reply())
-        .mount(&t.server)
+    t.first_then_clean(ResponseTemplate::new(500).set_body_string("upstream crashed"))
         .await;
     let _daemon = t.daemon();
 
@@ -371,8 +326,7 @@ async fn a_500_is_retried_with_the_queues_backoff(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_400_fails_the_question_for_good(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
             "message": "Invalid schema for response_format 'hints'", "type": "invalid_request_error"}})))
         .expect(1)
@@ -399,15 +353,13 @@ async fn a_400_fails_the_question_for_good(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn an_invalid_reply_is_asked_again_then_the_question_fails_with_the_reply_kept(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("Which planet"))
         .respond_with(completion("Sure! Here are three hints: think big."))
         .expect(2)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("What is 6 x 7?"))
         .respond_with(clean_reply())
         .expect(1)
@@ -443,8 +395,7 @@ async fn an_invalid_reply_is_asked_again_then_the_question_fails_with_the_reply_
 #[sqlx::test(migrations = false)]
 async fn a_refusal_is_recorded_as_such_and_not_asked_again(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("Which planet"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -454,8 +405,7 @@ async fn a_refusal_is_recorded_as_such_and_not_asked_again(pool: PgPool) {
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains("What is 6 x 7?"))
         .respond_with(clean_reply())
         .mount(&t.server)
@@ -478,8 +428,7 @@ async fn a_refusal_is_recorded_as_such_and_not_asked_again(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn instructions_in_a_question_stay_data_between_the_delimiters(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(clean_reply())
         .expect(1)
         .mount(&t.server)
@@ -527,23 +476,13 @@ async fn instructions_in_a_question_stay_data_between_the_delimiters(pool: PgPoo
 #[sqlx::test(migrations = false)]
 async fn a_wait_longer_than_max_retry_wait_ends_the_attempt(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("x-ratelimit-reset-requests", "12ms")
-                .insert_header("x-ratelimit-reset-tokens", "6m0s")
-                .set_body_json(json!({"error": {"message": "Rate limit reached for tokens"}})),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&t.server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
-        .respond_with(clean_reply())
-        .mount(&t.server)
-        .await;
+    t.first_then_clean(
+        ResponseTemplate::new(429)
+            .insert_header("x-ratelimit-reset-requests", "12ms")
+            .insert_header("x-ratelimit-reset-tokens", "6m0s")
+            .set_body_json(json!({"error": {"message": "Rate limit reached for tokens"}})),
+    )
+    .await;
     let _daemon = t.daemon();
 
     let id = t.hints(json!([multiplication("q1")]));
@@ -562,8 +501,7 @@ async fn a_wait_longer_than_max_retry_wait_ends_the_attempt(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn a_wrong_key_fails_the_job_at_once(pool: PgPool) {
     let t = AiEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
             "message": "Incorrect API key provided", "code": "invalid_api_key"}})))
         .mount(&t.server)

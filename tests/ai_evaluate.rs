@@ -8,55 +8,22 @@
 
 mod common;
 
-use common::{Daemon, FAST_CONFIG, TestEnv};
+use common::Daemon;
+use common::ai::{self, AiEnv, completions};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::matchers::body_string_contains;
+use wiremock::{Request, ResponseTemplate};
 
-const COMPLETIONS: &str = "/v1/chat/completions";
 const CANDIDATE: &str = "cand-secret-7731";
 const ATTEMPT: &str = "att-secret-4410";
 /// Question texts, which the mocks below match requests by.
 const FOOD: &str = "Explain how green plants make their food.";
 const GREEN: &str = "Why do leaves look green?";
 
-fn config() -> String {
-    format!(
-        r#"{FAST_CONFIG}
-[queues.ai]
-concurrency = 8
-timeout = "60s"
-max_attempts = 3
-backoff = {{ base = "500ms", cap = "1s", jitter = 0.0 }}
-
-[ai]
-model = "grader-model"
-max_retry_wait = "5s"
-input_price_per_million = 1.0
-output_price_per_million = 2.0
-"#
-    )
-}
-
-struct EvalEnv {
-    env: TestEnv,
-    server: MockServer,
-}
-
-impl EvalEnv {
-    async fn new(pool: PgPool) -> EvalEnv {
-        EvalEnv {
-            env: TestEnv::with_config(pool, &config()).await,
-            server: MockServer::start().await,
-        }
-    }
-
-    fn daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let base_url = format!("{}/v1", self.server.uri());
-        let mut vars = vec![("QUIZWORKER_AI__BASE_URL", base_url.as_str())];
-        vars.extend_from_slice(env);
-        self.env.spawn_daemon_with(&[], &vars)
+impl AiEnv {
+    async fn new(pool: PgPool) -> AiEnv {
+        AiEnv::start(pool, &ai::config("grader-model", "")).await
     }
 
     fn daemon(&self) -> Daemon {
@@ -229,9 +196,8 @@ fn question<'a>(result: &'a Value, id: &str) -> &'a Value {
 
 #[sqlx::test(migrations = false)]
 async fn fractional_marks_are_stored_exactly_and_the_result_turns_final(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    let t = AiEnv::new(pool).await;
+    completions()
         .respond_with(rubric_grader)
         .expect(2)
         .mount(&t.server)
@@ -331,9 +297,8 @@ async fn fractional_marks_are_stored_exactly_and_the_result_turns_final(pool: Pg
 
 #[sqlx::test(migrations = false)]
 async fn nothing_sent_names_the_candidate_or_the_attempt(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    let t = AiEnv::new(pool).await;
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -370,10 +335,9 @@ async fn nothing_sent_names_the_candidate_or_the_attempt(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
+    let t = AiEnv::new(pool).await;
     // The food question: 1.25 is off the step of 0.5; asked again, the reply is on it.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(FOOD))
         .respond_with(food_reply("1.25", "1", "0"))
         .up_to_n_times(1)
@@ -381,8 +345,7 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(FOOD))
         .respond_with(food_reply("1.5", "0.5", "0"))
         .expect(1)
@@ -392,8 +355,7 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
     let over = json!({"criteria": [
         {"id": "reflect", "awarded": "2", "feedback": "Generous."},
         {"id": "absorb", "awarded": "0.5", "feedback": "ok"}], "feedback": "ok"});
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(completion(&over.to_string()))
         .expect(2)
@@ -458,9 +420,8 @@ async fn marks_off_the_step_or_out_of_range_are_asked_again_then_refused(pool: P
 
 #[sqlx::test(migrations = false)]
 async fn an_answer_giving_orders_is_graded_as_data_and_gets_only_what_it_earns(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    let t = AiEnv::new(pool).await;
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -502,18 +463,16 @@ async fn an_answer_giving_orders_is_graded_as_data_and_gets_only_what_it_earns(p
 
 #[sqlx::test(migrations = false)]
 async fn a_retry_does_not_grade_again_what_was_graded(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
+    let t = AiEnv::new(pool).await;
     // The green question's first request meets a server error: the attempt ends.
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(ResponseTemplate::new(500).set_body_string("upstream crashed"))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;
@@ -557,7 +516,7 @@ async fn a_retry_does_not_grade_again_what_was_graded(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn jobs_that_cannot_be_graded_fail_with_their_reason(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
+    let t = AiEnv::new(pool).await;
     let _daemon = t.daemon();
 
     let unknown = t.evaluate("att-never-scored");
@@ -614,9 +573,8 @@ async fn jobs_that_cannot_be_graded_fail_with_their_reason(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn a_refusal_fails_that_answer_only_and_is_not_asked_again(pool: PgPool) {
-    let t = EvalEnv::new(pool).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    let t = AiEnv::new(pool).await;
+    completions()
         .and(body_string_contains(GREEN))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -626,8 +584,7 @@ async fn a_refusal_fails_that_answer_only_and_is_not_asked_again(pool: PgPool) {
         .expect(1)
         .mount(&t.server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(rubric_grader)
         .mount(&t.server)
         .await;

@@ -10,49 +10,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
-use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv};
+use common::ai::{self, API_KEY, AiEnv, completions, timed};
+use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv};
 use quizworker::config::Config;
 use quizworker::runtime::rate_limit::{Meter, RateLimits};
 use quizworker_jobs::ai::AiHints;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const COMPLETIONS: &str = "/v1/chat/completions";
-
-/// FAST_CONFIG, with the ai queue retrying within a second and prices to reach a cap with.
+/// With prices to reach a cap with; `ai_extra` is added to `[ai]`.
 fn config(ai_extra: &str) -> String {
-    format!(
-        r#"{FAST_CONFIG}
-[queues.ai]
-concurrency = 8
-timeout = "60s"
-max_attempts = 3
-backoff = {{ base = "500ms", cap = "1s", jitter = 0.0 }}
-
-[ai]
-model = "test-model"
-max_retry_wait = "5s"
-input_price_per_million = 1.0
-cached_input_price_per_million = 0.5
-output_price_per_million = 2.0
-{ai_extra}
-"#
+    ai::config(
+        "test-model",
+        &format!("cached_input_price_per_million = 0.5\n{ai_extra}"),
     )
-}
-
-struct AiEnv {
-    env: TestEnv,
-    server: MockServer,
 }
 
 impl AiEnv {
     async fn new(pool: PgPool, ai_extra: &str) -> AiEnv {
-        AiEnv {
-            env: TestEnv::with_config(pool, &config(ai_extra)).await,
-            server: MockServer::start().await,
-        }
+        AiEnv::start(pool, &config(ai_extra)).await
     }
 
     async fn with_redis(pool: PgPool, ai_extra: &str, redis: &OwnRedis) -> AiEnv {
@@ -60,16 +38,6 @@ impl AiEnv {
             env: TestEnv::with_redis(pool, &config(ai_extra), &redis.url).await,
             server: MockServer::start().await,
         }
-    }
-
-    fn daemon_with(&self, extra: &[(&str, &str)]) -> Daemon {
-        let base_url = format!("{}/v1", self.server.uri());
-        let mut env = vec![
-            ("QUIZWORKER_AI__BASE_URL", base_url.as_str()),
-            ("AI_API_KEY", "sk-test-key"),
-        ];
-        env.extend_from_slice(extra);
-        self.env.spawn_daemon_with(&[], &env)
     }
 
     fn hints(&self, questions: Value) -> String {
@@ -139,18 +107,6 @@ fn question(i: usize) -> Value {
            "text": format!("What is {i} x 7?"), "answer": (i * 7).to_string()})
 }
 
-/// Completions that record when each request arrived.
-fn timed(
-    times: &Arc<Mutex<Vec<Instant>>>,
-    reply: ResponseTemplate,
-) -> impl Fn(&Request) -> ResponseTemplate + use<> {
-    let times = times.clone();
-    move |_: &Request| {
-        times.lock().unwrap().push(Instant::now());
-        reply.clone()
-    }
-}
-
 /// Units a second between the first and the last of `times`, each of the `per_request` units.
 fn measured_rate(times: &[Instant], per_request: f64) -> f64 {
     let span = times[times.len() - 1]
@@ -182,12 +138,11 @@ async fn waiting(env: &TestEnv, id: &str) -> Waiting {
 async fn the_spend_cap_holds_a_job_until_the_next_utc_day_without_spending_attempts(pool: PgPool) {
     // One request at a time, so the first reply is billed before the second is cleared.
     let t = AiEnv::new(pool, "daily_spend_cap_usd = 0.0001\nconcurrency = 1").await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40))
         .mount(&t.server)
         .await;
-    let daemon = t.daemon_with(&[]);
+    let daemon = t.daemon_with(&[API_KEY]);
 
     let id = t.hints(json!([question(1), question(2)]));
     let job = t.env.wait_for_state(&id, "scheduled").await;
@@ -270,13 +225,12 @@ async fn the_spend_cap_holds_a_job_until_the_next_utc_day_without_spending_attem
 #[sqlx::test(migrations = false)]
 async fn a_reached_cap_does_not_hold_a_job_that_needs_no_request(pool: PgPool) {
     let t = AiEnv::new(pool, "daily_spend_cap_usd = 0.0001").await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40))
         .expect(1)
         .mount(&t.server)
         .await;
-    let _daemon = t.daemon_with(&[]);
+    let _daemon = t.daemon_with(&[API_KEY]);
     let first = t.hints(json!([question(1)]));
     t.env.wait_for_state(&first, "completed").await;
     // The cap is reached now; the same question again comes from the cache.
@@ -296,12 +250,11 @@ async fn the_request_rate_holds_across_two_daemons(pool: PgPool) {
     const RATE: f64 = 8.0;
     let t = AiEnv::new(pool, "").await;
     let times = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, reply(200, 40)))
         .mount(&t.server)
         .await;
-    let rate = [("QUIZWORKER_QUEUES__AI__RATE", "480/min")];
+    let rate = [API_KEY, ("QUIZWORKER_QUEUES__AI__RATE", "480/min")];
     let _daemons = [t.daemon_with(&rate), t.daemon_with(&rate)];
     let ids = t.push_jobs_of_four(REQUESTS).await;
     for id in &ids {
@@ -334,12 +287,11 @@ async fn the_token_rate_holds_across_two_daemons_by_the_tokens_billed(pool: PgPo
     )
     .await;
     let times = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(timed(&times, reply(800, 200)))
         .mount(&t.server)
         .await;
-    let _daemons = [t.daemon_with(&[]), t.daemon_with(&[])];
+    let _daemons = [t.daemon_with(&[API_KEY]), t.daemon_with(&[API_KEY])];
     let ids = t.push_jobs_of_four(REQUESTS).await;
     for id in &ids {
         t.env.wait_for_state(id, "completed").await;
@@ -431,12 +383,11 @@ async fn redis_connections_killed_mid_hints_ask_each_question_once(pool: PgPool)
     // A Redis of its own: killing every client of the shared one would hit other tests.
     let redis = OwnRedis::start();
     let t = AiEnv::with_redis(pool, "concurrency = 4", &redis).await;
-    Mock::given(method("POST"))
-        .and(path(COMPLETIONS))
+    completions()
         .respond_with(reply(200, 40).set_delay(Duration::from_millis(100)))
         .mount(&t.server)
         .await;
-    let daemon = t.daemon_with(&[]);
+    let daemon = t.daemon_with(&[API_KEY]);
     let id = t.hints(json!((0..QUESTIONS).map(question).collect::<Vec<_>>()));
     let start = Instant::now();
     while t.server.received_requests().await.unwrap_or_default().len() < 8 {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
+pub mod ai;
 mod proxy;
 mod smtp;
 #[allow(unused_imports)] // each test file uses a different part of the harness

@@ -7,10 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use futures::StreamExt;
 use quizworker_jobs::JobPayload;
 use quizworker_jobs::ai::AiEvaluate;
 use quizworker_jobs::ai::evaluate::{ToGrade, answers_to_grade, award};
@@ -23,6 +22,7 @@ use quizworker_jobs::scoring::{Attempt, AttemptResult, AwardedBy, PreparedTest};
 use serde_json::{Value, json};
 
 use super::evaluations::{self, Failure, NewGrade, Reason, StoredGrade};
+use super::fan_out::{Wording, fan_out};
 use super::handler::{Billed, Requested, bill, millis, request, stopped, store_error};
 use super::provider::Reply;
 use super::store::{EarlierFailure, Spent};
@@ -88,55 +88,24 @@ pub async fn evaluate(
         failures: &failures,
         stop: AtomicBool::new(false),
     };
-    let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
-    let mut settled = 0;
-    let mut halted: Option<JobError> = None;
-    {
-        // By index, as in `ai.hints`: a closure over `&ToGrade` makes a future the executor
-        // cannot prove `Send` for every lifetime.
-        let (run, to_grade) = (&run, &to_grade);
-        let mut stream = futures::stream::iter(0..total)
-            .map(|i| async move { (i, run.one(&to_grade[i]).await) })
-            .buffer_unordered(ai.config.concurrency);
-        while let Some((i, outcome)) = stream.next().await {
-            match outcome {
-                Ok(Some(outcome)) => {
-                    outcomes[i] = Some(outcome);
-                    settled += 1;
-                    ctx.progress(
-                        (settled * 100 / total).min(99) as u8,
-                        format!("{settled} of {total} answers graded"),
-                    );
-                }
-                // Not begun: the attempt is ending.
-                Ok(None) => {}
-                Err(error) => {
-                    run.stop.store(true, Ordering::Relaxed);
-                    if !matches!(halted, Some(JobError::Permanent(_))) {
-                        halted = Some(error);
-                    }
-                }
-            }
-        }
-    }
-    match halted {
-        Some(JobError::Transient(reason)) => {
-            return Err(JobError::Transient(format!(
-                "{reason} ({settled} of {total} answers graded; the retry reuses their grades)"
-            )));
-        }
-        Some(permanent) => return Err(permanent),
-        None if settled < total => {
-            return Err(JobError::Transient(format!(
-                "the process is shutting down ({settled} of {total} answers graded; the retry reuses their grades)"
-            )));
-        }
-        None => {}
-    }
+    let (run, to_grade) = (&run, &to_grade);
+    let wording = Wording {
+        settled: "answers graded",
+        retry: "the retry reuses their grades",
+    };
+    let outcomes = fan_out(
+        ctx,
+        total,
+        ai.config.concurrency,
+        &run.stop,
+        wording,
+        move |i| run.one(&to_grade[i]),
+    )
+    .await?;
     let results: Vec<(&str, Outcome)> = to_grade
         .iter()
+        .map(|g| g.question_id)
         .zip(outcomes)
-        .filter_map(|(g, o)| o.map(|o| (g.question_id, o)))
         .collect();
     if results.iter().all(|(_, o)| o.grade().is_none()) {
         let listed: Vec<String> = results

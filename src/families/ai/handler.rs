@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use futures::StreamExt;
 use quizworker_jobs::JobPayload;
 use quizworker_jobs::ai::leak::find_leak;
 use quizworker_jobs::ai::reply::{Answered, parse_hints};
@@ -15,6 +14,7 @@ use quizworker_jobs::ai::{AiHints, HintQuestion, Hints, PROMPT_VERSION, cache_ke
 use quizworker_jobs::limits::shorten;
 use serde_json::{Value, json};
 
+use super::fan_out::{Wording, fan_out};
 use super::limits;
 use super::provider::{ProviderError, Reply};
 use super::store::{self, EarlierFailure, Failure, NewHints, Reason, Spent, UsageRow};
@@ -44,59 +44,22 @@ pub async fn hints(job: AiHints, ctx: &JobContext, services: &Services) -> Resul
         stop: AtomicBool::new(false),
     };
     let total = job.questions.len();
-    let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
-    let mut settled = 0;
-    let mut halted: Option<JobError> = None;
-    {
-        // By index: a closure over `&HintQuestion` makes a future the executor cannot prove
-        // `Send` for every lifetime.
-        let (run, questions) = (&run, &job.questions);
-        let mut stream = futures::stream::iter(0..total)
-            .map(|i| async move { (i, run.one(&questions[i]).await) })
-            .buffer_unordered(ai.config.concurrency);
-        while let Some((i, outcome)) = stream.next().await {
-            match outcome {
-                Ok(Some(outcome)) => {
-                    outcomes[i] = Some(outcome);
-                    settled += 1;
-                    ctx.progress(
-                        (settled * 100 / total).min(99) as u8,
-                        format!("{settled} of {total} questions done"),
-                    );
-                }
-                // Not begun: the attempt is ending.
-                Ok(None) => {}
-                Err(error) => {
-                    run.stop.store(true, Ordering::Relaxed);
-                    // A permanent error (a wrong key) wins over a transient one.
-                    if !matches!(halted, Some(JobError::Permanent(_))) {
-                        halted = Some(error);
-                    }
-                }
-            }
-        }
-    }
-    match halted {
-        Some(JobError::Transient(reason)) => {
-            return Err(JobError::Transient(format!(
-                "{reason} ({settled} of {total} questions done; the retry takes their hints from the cache)"
-            )));
-        }
-        Some(permanent) => return Err(permanent),
-        None if settled < total => {
-            return Err(JobError::Transient(format!(
-                "the process is shutting down ({settled} of {total} questions done; the retry takes their hints from the cache)"
-            )));
-        }
-        None => {}
-    }
+    let (run, questions) = (&run, &job.questions);
+    let wording = Wording {
+        settled: "questions done",
+        retry: "the retry takes their hints from the cache",
+    };
+    let outcomes = fan_out(
+        ctx,
+        total,
+        ai.config.concurrency,
+        &run.stop,
+        wording,
+        move |i| run.one(&questions[i]),
+    )
+    .await?;
 
-    let results: Vec<(&HintQuestion, Outcome)> = job
-        .questions
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(q, o)| o.map(|o| (q, o)))
-        .collect();
+    let results: Vec<(&HintQuestion, Outcome)> = questions.iter().zip(outcomes).collect();
     let count = |status: &str| results.iter().filter(|(_, o)| o.status() == status).count();
     let (generated, cached, failed) = (count("generated"), count("cached"), count("failed"));
     if failed == total {

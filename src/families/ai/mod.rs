@@ -5,6 +5,7 @@
 
 mod evaluate;
 pub mod evaluations;
+mod fan_out;
 mod handler;
 pub mod limits;
 pub mod provider;
