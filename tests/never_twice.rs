@@ -91,8 +91,7 @@ async fn redis_connections_killed_mid_job_do_not_run_jobs_twice(pool: PgPool) {
     wait_all(&env, &ids, "running").await;
 
     // A blip: every connection of the daemon dropped at once, as a failover or CLIENT KILL does.
-    let killed = env.kill_redis_connections().await;
-    assert!(killed > 0, "the daemon had connections to kill");
+    env.kill_redis_connections().await;
     daemon.wait_for_log("the worker died");
 
     wait_all(&env, &ids, "completed").await;

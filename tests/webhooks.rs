@@ -99,6 +99,16 @@ fn verify(request: &Request, body: &[u8]) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// A local endpoint that answers every POST with `status`.
+async fn endpoint_answering(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
+}
+
 async fn enqueue_with_script(env: &TestEnv, envelope: &Value) {
     let (_, created): (String, i64) = redis::Script::new(ENQUEUE_SCRIPT)
         .arg(env.queue("default"))
@@ -111,11 +121,7 @@ async fn enqueue_with_script(env: &TestEnv, envelope: &Value) {
 
 #[sqlx::test]
 async fn jobs_are_told_signed_as_the_spec_says_per_kind_and_per_job(pool: PgPool) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&server)
-        .await;
+    let server = endpoint_answering(204).await;
     let endpoints = endpoint(
         "lms",
         &format!("{}/hooks/lms", server.uri()),
@@ -238,11 +244,7 @@ async fn a_500_and_a_timeout_are_retried_until_delivered(pool: PgPool) {
 
 #[sqlx::test]
 async fn an_endpoint_on_a_loopback_address_is_refused_unless_allowed(pool: PgPool) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = endpoint_answering(200).await;
     let port = server.address().port();
     let endpoints = endpoint(
         "by_name",
@@ -272,11 +274,7 @@ async fn an_endpoint_on_a_loopback_address_is_refused_unless_allowed(pool: PgPoo
 
 #[sqlx::test]
 async fn an_operator_sends_a_delivery_again_from_the_cli(pool: PgPool) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = endpoint_answering(200).await;
     let endpoints = endpoint(
         "lms",
         &format!("{}/hooks", server.uri()),
@@ -318,11 +316,7 @@ async fn an_operator_sends_a_delivery_again_from_the_cli(pool: PgPool) {
 /// nothing of a pruned job is left to `webhooks list`.
 #[sqlx::test]
 async fn a_pruned_job_takes_its_deliveries_with_it(pool: PgPool) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = endpoint_answering(200).await;
     let endpoints = endpoint(
         "lms",
         &format!("{}/hooks", server.uri()),

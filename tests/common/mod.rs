@@ -269,16 +269,19 @@ impl TestEnv {
     }
 
     /// Drops every connection to Redis but the test's own, as a failover or a `CLIENT KILL`
-    /// does; returns how many it dropped. Only for a test with an [`OwnRedis`]: on the shared
-    /// server it would cut the other tests' daemons too.
-    pub async fn kill_redis_connections(&self) -> i64 {
+    /// does, and checks there were some (the daemons under test had connected). Only for a test
+    /// with an [`OwnRedis`]: on the shared server it would cut the other tests' daemons too.
+    pub async fn kill_redis_connections(&self) {
         let normal: i64 = self
             .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"]))
             .await;
         let pubsub: i64 = self
             .redis_cmd(redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"]))
             .await;
-        normal + pubsub
+        assert!(
+            normal + pubsub > 0,
+            "the daemons had no connections to kill"
+        );
     }
 }
 
