@@ -22,40 +22,22 @@ pub async fn upsert(
     _ctx: &JobContext,
     services: &Services,
 ) -> Result<Value, JobError> {
-    let indexing = &services.indexing;
-    let config = indexing.index(&job.index)?;
+    let config = services.indexing.index(&job.index)?;
     check_count(
         IndexUpsert::KIND,
         "documents",
         job.documents.len(),
-        indexing.config.max_documents,
+        services.indexing.config.max_documents,
     )?;
     let schema = config.schema();
     let total = job.documents.len();
-    let (good, bad): (Vec<_>, Vec<_>) = job
-        .documents
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| schema.check_document("documents", i, value))
-        .partition(Result::is_ok);
-    let good: Vec<CheckedDocument> = good.into_iter().filter_map(Result::ok).collect();
-    let bad: Vec<BadDocument> = bad.into_iter().filter_map(Result::err).collect();
-    let applied = if good.is_empty() {
-        Applied::default()
-    } else {
-        match config.backend {
-            SearchBackend::Postgres => {
-                PostgresIndex::new(&services.pg, &job.index, config)
-                    .upsert(&good)
-                    .await?
-            }
-            SearchBackend::Meilisearch => {
-                MeilisearchIndex::new(&indexing.meilisearch, &services.pg, &job.index, config)
-                    .upsert(&good)
-                    .await?
-            }
-        }
-    };
+    let (good, bad) = split(
+        job.documents
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| schema.check_document("documents", i, value)),
+    );
+    let applied = write(services, &job.index, config, Writes::Documents(&good)).await?;
     finish(&job.index, config, "documents", total, applied, &bad)
 }
 
@@ -64,47 +46,72 @@ pub async fn delete(
     _ctx: &JobContext,
     services: &Services,
 ) -> Result<Value, JobError> {
-    let indexing = &services.indexing;
-    let config = indexing.index(&job.index)?;
+    let config = services.indexing.index(&job.index)?;
     check_count(
         IndexDelete::KIND,
         "deletions",
         job.deletions.len(),
-        indexing.config.max_documents,
+        services.indexing.config.max_documents,
     )?;
     let schema = config.schema();
-    let mut good: Vec<CheckedDeletion> = Vec::new();
-    let mut bad: Vec<BadDocument> = Vec::new();
-    for (i, value) in job.deletions.iter().enumerate() {
-        match schema.check_deletion(i, value) {
-            Ok(deletion) => good.push(deletion),
-            Err(e) => bad.push(e),
+    let (good, bad) = split(
+        job.deletions
+            .iter()
+            .enumerate()
+            .map(|(i, value)| schema.check_deletion(i, value)),
+    );
+    let applied = write(services, &job.index, config, Writes::Deletions(&good)).await?;
+    let total = job.deletions.len();
+    finish(&job.index, config, "deletions", total, applied, &bad)
+}
+
+/// The checked items of a job apart from those refused.
+fn split<T>(checked: impl Iterator<Item = Result<T, BadDocument>>) -> (Vec<T>, Vec<BadDocument>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for item in checked {
+        match item {
+            Ok(item) => good.push(item),
+            Err(refused) => bad.push(refused),
         }
     }
-    let applied = if good.is_empty() {
-        Applied::default()
-    } else {
-        match config.backend {
-            SearchBackend::Postgres => {
-                PostgresIndex::new(&services.pg, &job.index, config)
-                    .delete(&good)
-                    .await?
-            }
-            SearchBackend::Meilisearch => {
-                MeilisearchIndex::new(&indexing.meilisearch, &services.pg, &job.index, config)
-                    .delete(&good)
-                    .await?
-            }
+    (good, bad)
+}
+
+/// What an upsert or a delete writes.
+enum Writes<'a> {
+    Documents(&'a [CheckedDocument]),
+    Deletions(&'a [CheckedDeletion]),
+}
+
+/// Writes through the index's backend; nothing to write is no call at all.
+async fn write(
+    services: &Services,
+    name: &str,
+    config: &IndexConfig,
+    writes: Writes<'_>,
+) -> Result<Applied, JobError> {
+    async fn to<I: SearchIndex>(index: &I, writes: Writes<'_>) -> Result<Applied, JobError> {
+        match writes {
+            Writes::Documents(documents) => index.upsert(documents).await,
+            Writes::Deletions(deletions) => index.delete(deletions).await,
         }
+    }
+    let empty = match writes {
+        Writes::Documents(documents) => documents.is_empty(),
+        Writes::Deletions(deletions) => deletions.is_empty(),
     };
-    finish(
-        &job.index,
-        config,
-        "deletions",
-        job.deletions.len(),
-        applied,
-        &bad,
-    )
+    if empty {
+        return Ok(Applied::default());
+    }
+    let pg = &services.pg;
+    match config.backend {
+        SearchBackend::Postgres => to(&PostgresIndex::new(pg, name, config), writes).await,
+        SearchBackend::Meilisearch => {
+            let meili = &services.indexing.meilisearch;
+            to(&MeilisearchIndex::new(meili, pg, name, config), writes).await
+        }
+    }
 }
 
 pub async fn rebuild(

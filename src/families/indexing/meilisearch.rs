@@ -382,6 +382,27 @@ struct LedgerRows {
     documents: Vec<Option<Value>>,
 }
 
+impl LedgerRows {
+    fn documents(documents: &[&CheckedDocument]) -> LedgerRows {
+        LedgerRows {
+            ids: documents.iter().map(|d| d.id.clone()).collect(),
+            versions: documents.iter().map(|d| d.version.0).collect(),
+            documents: documents
+                .iter()
+                .map(|d| Some(Value::Object(d.document.clone())))
+                .collect(),
+        }
+    }
+
+    fn deletions(deletions: &[&CheckedDeletion]) -> LedgerRows {
+        LedgerRows {
+            ids: deletions.iter().map(|d| d.id.clone()).collect(),
+            versions: deletions.iter().map(|d| d.version.0).collect(),
+            documents: vec![None; deletions.len()],
+        }
+    }
+}
+
 impl<'a> MeilisearchIndex<'a> {
     pub fn new(
         meili: &'a Meilisearch,
@@ -568,24 +589,13 @@ impl<'a> MeilisearchIndex<'a> {
 impl SearchIndex for MeilisearchIndex<'_> {
     async fn upsert(&self, documents: &[CheckedDocument]) -> Result<Applied, JobError> {
         let (kept, dropped) = newest_per_id(documents, |d| &d.id, |d| d.version.0);
-        let rows = LedgerRows {
-            ids: kept.iter().map(|d| d.id.clone()).collect(),
-            versions: kept.iter().map(|d| d.version.0).collect(),
-            documents: kept
-                .iter()
-                .map(|d| Some(Value::Object(d.document.clone())))
-                .collect(),
-        };
+        let rows = LedgerRows::documents(&kept);
         self.write(rows, dropped).await
     }
 
     async fn delete(&self, deletions: &[CheckedDeletion]) -> Result<Applied, JobError> {
         let (kept, dropped) = newest_per_id(deletions, |d| &d.id, |d| d.version.0);
-        let rows = LedgerRows {
-            ids: kept.iter().map(|d| d.id.clone()).collect(),
-            versions: kept.iter().map(|d| d.version.0).collect(),
-            documents: vec![None; kept.len()],
-        };
+        let rows = LedgerRows::deletions(&kept);
         self.write(rows, dropped).await
     }
 
@@ -629,14 +639,7 @@ impl SearchIndex for MeilisearchIndex<'_> {
         documents: &[CheckedDocument],
     ) -> Result<Applied, JobError> {
         let (kept, dropped) = newest_per_id(documents, |d| &d.id, |d| d.version.0);
-        let rows = LedgerRows {
-            ids: kept.iter().map(|d| d.id.clone()).collect(),
-            versions: kept.iter().map(|d| d.version.0).collect(),
-            documents: kept
-                .iter()
-                .map(|d| Some(Value::Object(d.document.clone())))
-                .collect(),
-        };
+        let rows = LedgerRows::documents(&kept);
         let mut tx = self.pg.begin().await.map_err(store_error)?;
         // The source's row where it is newer; else what the ledger holds (an upsert or a
         // deletion newer than the source, e.g. a replica that lags).
