@@ -254,3 +254,109 @@ async fn every_state_change_is_told_on_postgres_and_on_redis(pool: PgPool) {
     }
     assert_eq!(states, ["scheduled", "cancelled"]);
 }
+
+/// The journal writes jobs hundreds to a statement: each row of a statement is told once, and an
+/// update that changes no state or attempt (progress) tells nothing. A job that completes or
+/// fails in such a statement gets one delivery per endpoint of its kind and per the one its
+/// envelope names; one that does neither, none.
+#[sqlx::test]
+async fn each_row_of_a_many_row_statement_is_told_and_gets_its_deliveries(pool: PgPool) {
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("quizworker_job_state").await.unwrap();
+    sqlx::query("INSERT INTO webhook_routes (kind, endpoint) VALUES ('diag.noop', 'lms')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..4).map(|_| ulid::Ulid::new().to_string()).collect();
+    // One job per kind-and-endpoint case: routed kind, routed kind naming its own endpoint,
+    // unrouted kind naming one, unrouted kind naming none.
+    let kinds = ["diag.noop", "diag.noop", "diag.fail", "diag.fail"];
+    let webhooks = [None, Some("crm"), Some("crm"), None];
+    sqlx::query(
+        "INSERT INTO jobs (id, queue, kind, payload, state, max_attempts, created_at, webhook)
+         SELECT id, 'default', kind, '{}', 'queued', 3, now(), webhook
+           FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(id, kind, webhook)",
+    )
+    .bind(&ids)
+    .bind(kinds)
+    .bind(webhooks)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let statements = [
+        "UPDATE jobs SET state = 'running', attempts = 1",
+        "UPDATE jobs SET progress = 50, progress_message = 'half'",
+        "UPDATE jobs SET state = CASE WHEN kind = 'diag.noop' THEN 'completed' ELSE 'failed' END
+          WHERE id <> $1",
+    ];
+    for statement in statements {
+        sqlx::query(statement)
+            .bind(&ids[3])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    let mut told = BTreeSet::new();
+    let expected: BTreeSet<(String, String, i64)> = ids
+        .iter()
+        .flat_map(|id| {
+            [("queued", 0), ("running", 1)]
+                .into_iter()
+                .map(move |(state, attempts)| (id.clone(), state.to_owned(), attempts))
+        })
+        .chain(ids[..3].iter().zip(kinds).map(|(id, kind)| {
+            let end = if kind == "diag.noop" {
+                "completed"
+            } else {
+                "failed"
+            };
+            (id.clone(), end.to_owned(), 1)
+        }))
+        .collect();
+    while told.len() < expected.len() {
+        let notification = tokio::time::timeout(DEADLINE, listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("told so far: {told:?}"))
+            .unwrap();
+        let event: Value = serde_json::from_str(notification.payload()).unwrap();
+        let row = (
+            event["id"].as_str().unwrap().to_owned(),
+            event["state"].as_str().unwrap().to_owned(),
+            event["attempts"].as_i64().unwrap(),
+        );
+        assert!(told.insert(row.clone()), "told twice: {row:?}");
+    }
+    assert_eq!(told, expected);
+    // Nothing more: the progress update told nothing. A marker notification sent after the
+    // statements is the next thing to arrive.
+    sqlx::query("SELECT pg_notify('quizworker_job_state', 'marker')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(DEADLINE, listener.recv())
+        .await
+        .expect("the marker arrives")
+        .unwrap();
+    assert_eq!(next.payload(), "marker");
+
+    let deliveries: BTreeSet<(String, String, String)> =
+        sqlx::query_as("SELECT job_id, endpoint, event FROM webhook_deliveries")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let delivery = |i: usize, endpoint: &str, event: &str| {
+        (ids[i].clone(), endpoint.to_owned(), event.to_owned())
+    };
+    assert_eq!(
+        deliveries,
+        BTreeSet::from([
+            delivery(0, "lms", "job.completed"),
+            delivery(1, "lms", "job.completed"),
+            delivery(1, "crm", "job.completed"),
+            delivery(2, "crm", "job.failed"),
+        ])
+    );
+}

@@ -7,7 +7,7 @@
 //! Journaling is an insert that leaves a job the journal already has alone, so an entry read
 //! twice (a daemon died before acknowledging it, and another claimed it) does no harm.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,7 +175,8 @@ async fn record(
         .context("could not acknowledge the arrivals")
 }
 
-/// Reads the payloads of one slice of a queue's arrivals and journals those that can be read.
+/// Reads the payloads of one slice of a queue's arrivals and journals those that can be read
+/// and that the journal does not have yet.
 async fn journal_slice(
     config: &Config,
     pg: &PgPool,
@@ -183,7 +184,10 @@ async fn journal_slice(
     queue: Queue,
     slice: &[(String, String)],
 ) -> anyhow::Result<()> {
-    let ids: Vec<&str> = slice.iter().map(|(_, id)| id.as_str()).collect();
+    let ids = not_journaled(pg, slice).await;
+    if ids.is_empty() {
+        return Ok(());
+    }
     let stored: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
         .arg(format!("{}{}:data", config.redis.prefix, queue))
         .arg(&ids)
@@ -210,6 +214,26 @@ async fn journal_slice(
         .collect();
     journal_with_retry(pg, &waiting).await;
     Ok(())
+}
+
+/// The job ids of `slice` the journal does not have. While a backlog drains, workers take most
+/// jobs before their arrivals are read (in the throughput bench, 99 in 100): their payloads
+/// need not be read from Redis, decoded and offered to an insert that leaves them alone. If
+/// Postgres cannot say, every id: the insert leaves alone what it has, and waits out an outage.
+async fn not_journaled<'a>(pg: &PgPool, slice: &'a [(String, String)]) -> Vec<&'a str> {
+    let ids: Vec<String> = slice.iter().map(|(_, id)| id.clone()).collect();
+    let known: HashSet<String> = match store::states(pg, &ids).await {
+        Ok(states) => states.into_iter().map(|(id, _)| id).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not ask which arrivals are journaled");
+            HashSet::new()
+        }
+    };
+    slice
+        .iter()
+        .map(|(_, id)| id.as_str())
+        .filter(|id| !known.contains(*id))
+        .collect()
 }
 
 /// Waits out a Postgres outage: the entries stay unacknowledged meanwhile. A batch Postgres

@@ -1,9 +1,9 @@
-//! Telling web tiers when a job changes state. Postgres does the telling itself: a trigger on
-//! `jobs` (migration `web_tier`) sends `NOTIFY quizworker_job_state` with the job's id, kind,
-//! queue, state and attempts whenever a state or an attempt changes, whoever changed it (a
-//! worker, the relay, an operator's retry or cancel), on commit. This module repeats each
-//! notification on a Redis channel, `<prefix>events`, for web tiers that do not share the
-//! database.
+//! Telling web tiers when a job changes state. Postgres does the telling itself: triggers on
+//! `jobs` (migrations `web_tier`, `statement_triggers`) send `NOTIFY quizworker_job_state` with
+//! the job's id, kind, queue, state and attempts whenever a state or an attempt changes, whoever
+//! changed it (a worker, the relay, an operator's retry or cancel), on commit. This module
+//! repeats each notification on a Redis channel, `<prefix>events`, for web tiers that do not
+//! share the database.
 //!
 //! One daemon repeats them, elected by a session advisory lock on its listening connection: with
 //! several daemons, each event is published once. When that connection is lost the lock goes
