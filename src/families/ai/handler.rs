@@ -4,6 +4,7 @@
 //! a provider that cannot be reached ends the attempt (transient), and the retry takes the
 //! hints stored so far from the cache.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use super::fan_out::{Wording, fan_out};
 use super::limits;
 use super::provider::{ProviderError, Reply};
-use super::store::{self, EarlierFailure, Failure, NewHints, Reason, Spent, UsageRow};
+use super::store::{self, EarlierFailure, Failure, NewHints, Reason, Spent, Stored, UsageRow};
 use crate::families::{JobContext, JobError, Services};
 use crate::ops::metrics;
 
@@ -37,14 +38,20 @@ pub async fn hints(job: AiHints, ctx: &JobContext, services: &Services) -> Resul
     let earlier = store::failures_of(&services.pg, &ctx.id)
         .await
         .map_err(store_error)?;
+    let model = ai.provider.model();
+    let keys: Vec<String> = job.questions.iter().map(|q| cache_key(q, model)).collect();
+    let cached = store::cached(&services.pg, &keys)
+        .await
+        .map_err(store_error)?;
     let run = Run {
         ctx,
         services,
         earlier: &earlier,
+        cached: &cached,
         stop: AtomicBool::new(false),
     };
     let total = job.questions.len();
-    let (run, questions) = (&run, &job.questions);
+    let (run, questions, keys) = (&run, &job.questions, &keys);
     let wording = Wording {
         settled: "questions done",
         retry: "the retry takes their hints from the cache",
@@ -55,7 +62,7 @@ pub async fn hints(job: AiHints, ctx: &JobContext, services: &Services) -> Resul
         ai.config.concurrency,
         &run.stop,
         wording,
-        move |i| run.one(&questions[i]),
+        move |i| run.one(&questions[i], &keys[i]),
     )
     .await?;
 
@@ -171,7 +178,10 @@ struct Run<'a> {
     ctx: &'a JobContext,
     services: &'a Services,
     /// Questions that failed in an earlier attempt: not asked again.
-    earlier: &'a std::collections::HashMap<String, EarlierFailure>,
+    earlier: &'a HashMap<String, EarlierFailure>,
+    /// Hints stored for the job's questions when the attempt began, by cache key: looked up
+    /// once for the job, not once per question.
+    cached: &'a HashMap<String, Stored>,
     /// Set when the attempt is ending: questions not begun are left for the retry.
     stop: AtomicBool,
 }
@@ -182,10 +192,10 @@ impl Run<'_> {
     }
 
     /// One question: `None` if it was not begun because the attempt is ending.
-    async fn one(&self, question: &HintQuestion) -> Result<Option<Outcome>, JobError> {
+    async fn one(&self, question: &HintQuestion, key: &str) -> Result<Option<Outcome>, JobError> {
         let ai = &self.services.ai;
         let model = ai.provider.model();
-        let key = cache_key(question, model);
+        let key = key.to_owned();
         if let Some(failure) = self.earlier.get(&question.id) {
             metrics::ai_question("failed");
             return Ok(Some(Outcome::Failed {
@@ -195,15 +205,12 @@ impl Run<'_> {
                 reply: None,
             }));
         }
-        if let Some(stored) = store::cached(&self.services.pg, &key)
-            .await
-            .map_err(store_error)?
-        {
+        if let Some(stored) = self.cached.get(&key) {
             metrics::ai_question("cached");
             return Ok(Some(Outcome::Cached {
+                hints: stored.hints.clone(),
+                generated_by: stored.job_id.clone(),
                 key,
-                hints: stored.hints,
-                generated_by: stored.job_id,
             }));
         }
         if self.stopped() {
@@ -268,18 +275,22 @@ impl Run<'_> {
                 let fail = (Reason::Leak, detail.as_str(), Some(kept.as_str()));
                 return self.fail(question, &key, fail).await;
             }
-            self.bill(&reply, "answered", &mut spent).await?;
+            let usage = charge(
+                self.services,
+                &self.billed(),
+                &reply,
+                "answered",
+                &mut spent,
+            );
             store::store(
                 &self.services.pg,
+                usage,
                 NewHints {
                     cache_key: &key,
-                    model,
-                    prompt_version: PROMPT_VERSION,
                     question: serde_json::to_value(question).unwrap_or(Value::Null),
                     hints: &hints,
                     spent,
                     duration_ms: millis(started.elapsed()),
-                    job_id: &self.ctx.id,
                 },
             )
             .await
@@ -302,12 +313,15 @@ impl Run<'_> {
         outcome: &'static str,
         spent: &mut Spent,
     ) -> Result<(), JobError> {
-        let billed = Billed {
+        bill(self.services, &self.billed(), reply, outcome, spent).await
+    }
+
+    fn billed(&self) -> Billed<'_> {
+        Billed {
             job_id: &self.ctx.id,
             kind: AiHints::KIND,
             prompt_version: PROMPT_VERSION,
-        };
-        bill(self.services, &billed, reply, outcome, spent).await
+        }
     }
 
     /// Records that a question has no hints: why, and the reply that showed it.
@@ -427,6 +441,21 @@ pub(super) async fn bill(
     outcome: &'static str,
     spent: &mut Spent,
 ) -> Result<(), JobError> {
+    let row = charge(services, billed, reply, outcome, spent);
+    store::record_usage(&services.pg, row)
+        .await
+        .map_err(store_error)
+}
+
+/// [`bill`] but for the ledger: the metrics and `spent` take the reply, and its row for the
+/// usage ledger is returned, to be stored with what the reply brought.
+pub(super) fn charge<'a>(
+    services: &'a Services,
+    billed: &Billed<'a>,
+    reply: &Reply,
+    outcome: &'static str,
+    spent: &mut Spent,
+) -> UsageRow<'a> {
     let ai = &services.ai;
     let usage = reply.completion.usage.unwrap_or_default();
     let cost = ai.cost(&usage);
@@ -447,23 +476,18 @@ pub(super) async fn bill(
         usage.cached_tokens(),
         usage.completion_tokens,
     );
-    store::record_usage(
-        &services.pg,
-        UsageRow {
-            job_id: billed.job_id,
-            kind: billed.kind,
-            model: ai.provider.model(),
-            prompt_version: billed.prompt_version,
-            outcome,
-            input_tokens: tokens(usage.prompt_tokens),
-            cached_tokens: tokens(usage.cached_tokens()),
-            output_tokens: tokens(usage.completion_tokens),
-            cost_usd: cost,
-            duration_ms: millis(reply.duration),
-        },
-    )
-    .await
-    .map_err(store_error)
+    UsageRow {
+        job_id: billed.job_id,
+        kind: billed.kind,
+        model: ai.provider.model(),
+        prompt_version: billed.prompt_version,
+        outcome,
+        input_tokens: tokens(usage.prompt_tokens),
+        cached_tokens: tokens(usage.cached_tokens()),
+        output_tokens: tokens(usage.completion_tokens),
+        cost_usd: cost,
+        duration_ms: millis(reply.duration),
+    }
 }
 
 pub(super) fn millis(duration: std::time::Duration) -> i64 {

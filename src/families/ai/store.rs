@@ -14,19 +14,22 @@ pub struct Stored {
     pub job_id: String,
 }
 
-/// The hints stored under `cache_key`, if any. Hints that no longer read back are treated as
-/// absent (generated again, and the new ones not stored over them).
-pub async fn cached(pg: &PgPool, cache_key: &str) -> sqlx::Result<Option<Stored>> {
-    let row: Option<(Value, String)> =
-        sqlx::query_as("SELECT hints, job_id FROM ai_hints WHERE cache_key = $1")
-            .bind(cache_key)
-            .fetch_optional(pg)
+/// The hints stored under each of `cache_keys` that has some, by cache key: one query for a
+/// job's questions. Hints that no longer read back are treated as absent (generated again, and
+/// the new ones not stored over them).
+pub async fn cached(pg: &PgPool, cache_keys: &[String]) -> sqlx::Result<HashMap<String, Stored>> {
+    let rows: Vec<(String, Value, String)> =
+        sqlx::query_as("SELECT cache_key, hints, job_id FROM ai_hints WHERE cache_key = ANY($1)")
+            .bind(cache_keys)
+            .fetch_all(pg)
             .await?;
-    Ok(row.and_then(|(hints, job_id)| {
-        serde_json::from_value(hints)
-            .ok()
-            .map(|hints| Stored { hints, job_id })
-    }))
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, hints, job_id)| {
+            let hints = serde_json::from_value(hints).ok()?;
+            Some((key, Stored { hints, job_id }))
+        })
+        .collect())
 }
 
 /// What one question's requests cost, summed.
@@ -39,41 +42,44 @@ pub struct Spent {
     pub cost_usd: f64,
 }
 
-/// New hints. A question stored meanwhile by another job keeps its first hints.
+/// New hints; their model, prompt version and job are those of the usage stored with them. A
+/// question stored meanwhile by another job keeps its first hints.
 pub struct NewHints<'a> {
     pub cache_key: &'a str,
-    pub model: &'a str,
-    pub prompt_version: &'a str,
     pub question: Value,
     pub hints: &'a Hints,
     pub spent: Spent,
     pub duration_ms: i64,
-    pub job_id: &'a str,
 }
 
-pub async fn store(pg: &PgPool, new: NewHints<'_>) -> sqlx::Result<()> {
+/// Stores new hints with the usage of the reply that brought them, in one statement: one
+/// commit for both, and neither without the other.
+pub async fn store(pg: &PgPool, usage: UsageRow<'_>, new: NewHints<'_>) -> sqlx::Result<()> {
     let hints = serde_json::to_value(new.hints).unwrap_or(Value::Null);
-    sqlx::query(
-        "INSERT INTO ai_hints (cache_key, model, prompt_version, question, hints, requests,
+    let query = sqlx::query(
+        "WITH usage AS (
+             INSERT INTO ai_usage (job_id, kind, model, prompt_version, outcome, input_tokens,
+                                   cached_tokens, output_tokens, cost_usd, duration_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         )
+         INSERT INTO ai_hints (cache_key, model, prompt_version, question, hints, requests,
                                input_tokens, cached_tokens, output_tokens, cost_usd, duration_ms,
                                job_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         VALUES ($11, $3, $4, $12, $13, $14, $15, $16, $17, $18, $19, $1)
          ON CONFLICT (cache_key) DO NOTHING",
-    )
-    .bind(new.cache_key)
-    .bind(new.model)
-    .bind(new.prompt_version)
-    .bind(new.question)
-    .bind(hints)
-    .bind(new.spent.requests)
-    .bind(new.spent.input_tokens)
-    .bind(new.spent.cached_tokens)
-    .bind(new.spent.output_tokens)
-    .bind(new.spent.cost_usd)
-    .bind(new.duration_ms)
-    .bind(new.job_id)
-    .execute(pg)
-    .await?;
+    );
+    bind_usage(query, &usage)
+        .bind(new.cache_key)
+        .bind(new.question)
+        .bind(hints)
+        .bind(new.spent.requests)
+        .bind(new.spent.input_tokens)
+        .bind(new.spent.cached_tokens)
+        .bind(new.spent.output_tokens)
+        .bind(new.spent.cost_usd)
+        .bind(new.duration_ms)
+        .execute(pg)
+        .await?;
     Ok(())
 }
 
@@ -176,22 +182,29 @@ pub struct UsageRow<'a> {
 }
 
 pub async fn record_usage(pg: &PgPool, row: UsageRow<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO ai_usage (job_id, kind, model, prompt_version, outcome, input_tokens,
                                cached_tokens, output_tokens, cost_usd, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(row.job_id)
-    .bind(row.kind)
-    .bind(row.model)
-    .bind(row.prompt_version)
-    .bind(row.outcome)
-    .bind(row.input_tokens)
-    .bind(row.cached_tokens)
-    .bind(row.output_tokens)
-    .bind(row.cost_usd)
-    .bind(row.duration_ms)
-    .execute(pg)
-    .await?;
+    );
+    bind_usage(query, &row).execute(pg).await?;
     Ok(())
+}
+
+/// Binds `row` as the parameters $1 to $10 of an insert into `ai_usage`.
+fn bind_usage<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: &UsageRow<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.job_id)
+        .bind(row.kind)
+        .bind(row.model)
+        .bind(row.prompt_version)
+        .bind(row.outcome)
+        .bind(row.input_tokens)
+        .bind(row.cached_tokens)
+        .bind(row.output_tokens)
+        .bind(row.cost_usd)
+        .bind(row.duration_ms)
 }
