@@ -53,15 +53,24 @@ pub fn runs(line: &str, fonts: usize, has: impl Fn(usize, char) -> bool) -> Vec<
 }
 
 /// `range` cut where the script changes; `Common` and `Inherited` characters take the script
-/// before them (or after them, at the start).
+/// before them (or after them, at the start). Bidirectional controls are left out: they have
+/// done their work in the ordering, and no font draws them.
 fn script_runs(line: &str, range: Range<usize>) -> Vec<(Range<usize>, Script)> {
     let mut out: Vec<(Range<usize>, Script)> = Vec::new();
+    let mut cut = false;
     for (i, c) in line[range.clone()].char_indices() {
+        if is_bidi_control(c) {
+            cut = true;
+            continue;
+        }
         let at = range.start + i;
         let end = at + c.len_utf8();
         let script = c.script();
         let neutral = matches!(script, Script::Common | Script::Inherited | Script::Unknown);
         match out.last_mut() {
+            _ if std::mem::take(&mut cut) => {
+                out.push((at..end, if neutral { Script::Common } else { script }));
+            }
             Some((last, last_script)) if neutral || *last_script == script => {
                 last.end = end;
             }
@@ -74,6 +83,19 @@ fn script_runs(line: &str, range: Range<usize>) -> Vec<(Range<usize>, Script)> {
         }
     }
     out
+}
+
+/// `text` as an isolate (FSI .. PDI): a line it is put in keeps the order of the text around
+/// it, whichever direction `text` reads in. Without it, a footer that begins with an Arabic
+/// name is a right-to-left line, and its Latin test title is drawn first, at the left.
+pub fn isolate(text: &str) -> String {
+    format!("\u{2068}{text}\u{2069}")
+}
+
+/// Characters that only steer the bidirectional algorithm: the marks (LRM, RLM, ALM), the
+/// embeddings and overrides, and the isolates (LRI, RLI, FSI, PDI). Nothing draws them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The pieces of one script run, each in one font (see [`runs`]).
@@ -157,6 +179,35 @@ mod tests {
         assert_eq!(
             texts("Name: فاطمة زهراء"),
             [("Name: ", false, Some(0)), ("فاطمة زهراء", true, Some(2))]
+        );
+    }
+
+    /// A name isolated (FSI .. PDI) keeps a line in the order of the text around it, whatever
+    /// the name's direction; the controls themselves are in no run.
+    #[test]
+    fn isolates_order_the_line_and_are_not_drawn() {
+        let line = format!("{} - Mock test 3", isolate("فاطمة زهراء"));
+        let line = line.as_str();
+        assert_eq!(
+            texts(line),
+            [
+                ("فاطمة زهراء", true, Some(2)),
+                (" - Mock test 3", false, Some(0))
+            ]
+        );
+        // Without the isolate, the first strong letter is Arabic: a right-to-left line, its
+        // Latin words drawn first (at the left).
+        assert_eq!(
+            texts("فاطمة زهراء - Mock test 3"),
+            [
+                ("Mock test 3", false, Some(0)),
+                ("- ", true, Some(0)),
+                ("فاطمة زهراء ", true, Some(2))
+            ]
+        );
+        assert_eq!(
+            texts("\u{200F}ab\u{200E}c"),
+            [("ab", false, Some(0)), ("c", false, Some(0))]
         );
     }
 

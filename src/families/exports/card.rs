@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use quizworker_jobs::exports::card_text;
+use quizworker_jobs::exports::text_runs::isolate;
 use quizworker_jobs::scoring::{AttemptResult, Marks, Outcome, RoundedDecimal, TestDef};
 
 use super::logo::Logo;
@@ -45,7 +46,7 @@ pub fn report_card(card: &ReportCard<'_>, style: &CardStyle<'_>, fonts: &Fonts) 
         .candidate_name
         .or(card.candidate_id)
         .unwrap_or(&r.attempt_id);
-    let footer = format!("{name} - {title}");
+    let footer = format!("{} - {}", isolate(name), isolate(title));
     let mut w = Writer::new(fonts, &format!("Report card: {name}, {title}"), footer);
 
     // The school, its logo at the left.

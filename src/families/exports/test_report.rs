@@ -1,6 +1,7 @@
 //! A finalized test's analytics report: summary, the distribution of the totals as a
 //! histogram of even bands, section averages, and the hardest and easiest questions.
 
+use quizworker_jobs::exports::text_runs::isolate;
 use quizworker_jobs::scoring::{Counts, Marks, TestDef};
 use serde::Deserialize;
 
@@ -62,7 +63,7 @@ pub fn test_report(stats: &Statistics, test: Option<&TestDef>, fonts: &Fonts) ->
     let mut w = Writer::new(
         fonts,
         &format!("Test report: {title}"),
-        format!("Test report - {title}"),
+        format!("Test report - {}", isolate(title)),
     );
     w.text(MARGIN, w.y, 18.0, "Test report", BLACK);
     w.y -= 24.0;

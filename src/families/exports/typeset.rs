@@ -267,6 +267,7 @@ impl<'f> Typesetter<'f> {
     fn helvetica(&mut self, line: &str) -> Shaped {
         let text: String = line
             .chars()
+            .filter(|&c| !text_runs::is_bidi_control(c))
             .map(|c| {
                 if (c as u32) <= 0xFF {
                     c
