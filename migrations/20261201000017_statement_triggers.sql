@@ -15,15 +15,22 @@ DROP TRIGGER jobs_finished_webhooks ON jobs;
 DROP FUNCTION quizworker.notify_job_state();
 DROP FUNCTION quizworker.queue_webhooks();
 
+-- The message told on `quizworker_job_state` (docs/WEB_TIER.md, section 3), unchanged. The kind
+-- is cut to 200 characters so that a message stays far below NOTIFY's 8,000-byte limit (see
+-- migration `web_tier`). A one-statement SQL function: Postgres inlines it into the queries
+-- below.
+CREATE FUNCTION quizworker.job_state_message(job jobs) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('id', job.id, 'kind', left(job.kind, 200), 'queue', job.queue,
+                             'state', job.state, 'attempts', job.attempts)::text
+$$;
+
 -- A job that enters the journal: as it arrives, as a worker takes one the journal has not seen,
 -- or as the outbox relay writes it.
 CREATE FUNCTION quizworker.jobs_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('quizworker_job_state', json_build_object(
-                'id', n.id, 'kind', left(n.kind, 200), 'queue', n.queue, 'state', n.state,
-                'attempts', n.attempts)::text)
-       FROM inserted n;
+    PERFORM pg_notify('quizworker_job_state', quizworker.job_state_message(n)) FROM inserted n;
     RETURN NULL;
 END;
 $$;
@@ -38,9 +45,7 @@ BEGIN
     -- size, not with a join: PL/pgSQL keeps the plan made for the first batch, and a join
     -- planned for a batch of one row is a nested loop that compares every pair of a later
     -- batch (250,000 for 500 rows).
-    PERFORM pg_notify('quizworker_job_state', json_build_object(
-                'id', n.id, 'kind', left(n.kind, 200), 'queue', n.queue, 'state', n.state,
-                'attempts', n.attempts)::text)
+    PERFORM pg_notify('quizworker_job_state', quizworker.job_state_message(n))
        FROM updated_new n
       WHERE (n.id, n.state, n.attempts) NOT IN (SELECT id, state, attempts FROM updated_old);
 
