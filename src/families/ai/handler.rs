@@ -35,14 +35,14 @@ pub async fn hints(job: AiHints, ctx: &JobContext, services: &Services) -> Resul
     let ai = &services.ai;
     job.check(ai.config.max_questions)
         .map_err(JobError::Permanent)?;
-    let earlier = store::failures_of(&services.pg, &ctx.id)
-        .await
-        .map_err(store_error)?;
     let model = ai.provider.model();
     let keys: Vec<String> = job.questions.iter().map(|q| cache_key(q, model)).collect();
-    let cached = store::cached(&services.pg, &keys)
-        .await
-        .map_err(store_error)?;
+    // Both before the first request, neither needing the other: asked at once.
+    let (earlier, cached) = tokio::try_join!(
+        store::failures_of(&services.pg, &ctx.id),
+        store::cached(&services.pg, &keys),
+    )
+    .map_err(store_error)?;
     let run = Run {
         ctx,
         services,
