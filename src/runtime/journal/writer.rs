@@ -232,23 +232,25 @@ impl From<Vec<Command>> for Batch {
 }
 
 impl Batch {
-    /// One transaction: finishes, then starts (an upsert cannot touch one row twice, so a job
-    /// delivered twice in one batch starts in a second round), then progress. Replies go out
-    /// only after the commit.
+    /// Finishes, then starts (an upsert cannot touch one row twice, so a job delivered twice in
+    /// one batch starts in a second round), then progress, in one transaction. A batch of one
+    /// statement, the usual batch of a daemon that is not busy (one start, or one finish), is
+    /// sent alone and commits by itself, without the round trips of BEGIN and COMMIT. Replies
+    /// go out only after the commit.
     async fn write(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        write_finishes(&mut tx, &self.finishes).await?;
-        let mut outcomes = Vec::with_capacity(self.starts.len());
-        let mut pending: Vec<&JobStart> = self.starts.iter().map(|(job, _)| job).collect();
-        while !pending.is_empty() {
-            let mut seen = HashSet::new();
-            let (round, later): (Vec<&JobStart>, Vec<&JobStart>) =
-                pending.into_iter().partition(|job| seen.insert(&job.id));
-            outcomes.extend(write_starts(&mut tx, &round).await?);
-            pending = later;
-        }
-        write_progress(&mut tx, &self.progress).await?;
-        tx.commit().await?;
+        let rounds = self.start_rounds();
+        let statements = usize::from(!self.finishes.is_empty())
+            + rounds.len()
+            + usize::from(!self.progress.is_empty());
+        let outcomes = if statements <= 1 {
+            let mut conn = pool.acquire().await?;
+            self.write_statements(&mut conn, &rounds).await?
+        } else {
+            let mut tx = pool.begin().await?;
+            let outcomes = self.write_statements(&mut tx, &rounds).await?;
+            tx.commit().await?;
+            outcomes
+        };
 
         for (_, _, _, reply) in self.finishes.drain(..) {
             let _ = reply.send(Ok(()));
@@ -267,6 +269,35 @@ impl Batch {
         }
         self.progress.clear();
         Ok(())
+    }
+
+    /// The starts in rounds of distinct ids, in order of first occurrence.
+    fn start_rounds(&self) -> Vec<Vec<&JobStart>> {
+        let mut rounds = Vec::new();
+        let mut pending: Vec<&JobStart> = self.starts.iter().map(|(job, _)| job).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<&JobStart>, Vec<&JobStart>) =
+                pending.into_iter().partition(|job| seen.insert(&job.id));
+            rounds.push(round);
+            pending = later;
+        }
+        rounds
+    }
+
+    /// The batch's statements on `conn`; returns each start's outcome, by id.
+    async fn write_statements(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        rounds: &[Vec<&JobStart>],
+    ) -> Result<Vec<(String, StartOutcome)>, sqlx::Error> {
+        write_finishes(conn, &self.finishes).await?;
+        let mut outcomes = Vec::with_capacity(self.starts.len());
+        for round in rounds {
+            outcomes.extend(write_starts(conn, round).await?);
+        }
+        write_progress(conn, &self.progress).await?;
+        Ok(outcomes)
     }
 
     /// After Postgres refused a whole batch: each change alone, so one bad change fails alone.
