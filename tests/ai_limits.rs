@@ -243,6 +243,68 @@ async fn a_reached_cap_does_not_hold_a_job_that_needs_no_request(pool: PgPool) {
     t.server.verify().await;
 }
 
+/// Today's spend is kept in a row per connection's backend, so that replies stored at once do
+/// not queue on one row's lock; the cap counts every row of the day.
+#[sqlx::test(migrations = false)]
+async fn the_spend_cap_counts_what_every_connection_recorded(pool: PgPool) {
+    let t = AiEnv::new(pool, "daily_spend_cap_usd = 0.015").await;
+    completions()
+        .respond_with(reply(200, 40))
+        .mount(&t.server)
+        .await;
+    t.env.cli_ok(&["migrate"]);
+
+    // Two replies billed on two connections at once land in their backends' rows.
+    let mut held = Vec::new();
+    let mut expected: Vec<(i16, i64)> = Vec::new();
+    for _ in 0..2 {
+        let mut conn = t.env.pool.acquire().await.unwrap();
+        let shard: i32 = sqlx::query_scalar("SELECT pg_backend_pid() % 16")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO ai_usage (job_id, kind, model, prompt_version, outcome, input_tokens,
+                                   cached_tokens, output_tokens, cost_usd, duration_ms)
+             VALUES ('j', 'ai.hints', 'test-model', 'hints-v1', 'answered', 1, 0, 1, 0.01, 1)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        match expected.iter_mut().find(|(s, _)| i32::from(*s) == shard) {
+            Some((_, requests)) => *requests += 1,
+            None => expected.push((i16::try_from(shard).unwrap(), 1)),
+        }
+        held.push(conn);
+    }
+    expected.sort();
+    let rows: Vec<(i16, i64)> =
+        sqlx::query_as("SELECT shard, requests FROM ai_spend_daily ORDER BY shard")
+            .fetch_all(&t.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, expected);
+
+    // 0.01 USD in each of two rows: neither reaches the cap of 0.015, the day's sum does.
+    sqlx::query("DELETE FROM ai_spend_daily")
+        .execute(&t.env.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ai_spend_daily (day, shard, requests, cost_usd)
+         SELECT (now() AT TIME ZONE 'UTC')::date, shard, 1, 0.01 FROM generate_series(0, 1) shard",
+    )
+    .execute(&t.env.pool)
+    .await
+    .unwrap();
+    let _daemon = t.daemon_with(&[API_KEY]);
+    let id = t.hints(json!([question(1)]));
+    let job = t.env.wait_for_state(&id, "scheduled").await;
+    let reason = job.last_error.unwrap();
+    assert!(reason.contains("0.0200 USD spent"), "{reason}");
+    assert!(t.asked().await.is_empty());
+}
+
 /// `rate` on the ai queue (requests a minute) holds at the server with two daemons sharing it.
 #[sqlx::test(migrations = false)]
 async fn the_request_rate_holds_across_two_daemons(pool: PgPool) {

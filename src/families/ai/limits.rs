@@ -92,7 +92,7 @@ async fn check_spend(pg: &PgPool, cap: f64) -> Result<(), JobError> {
 /// Postgres' time and what the replies of its UTC day have cost so far.
 pub async fn spent_today(pg: &PgPool) -> sqlx::Result<(DateTime<Utc>, f64)> {
     sqlx::query_as(
-        "SELECT now(), coalesce((SELECT cost_usd FROM ai_spend_daily
+        "SELECT now(), coalesce((SELECT sum(cost_usd) FROM ai_spend_daily
                                   WHERE day = (now() AT TIME ZONE 'UTC')::date), 0)",
     )
     .fetch_one(pg)
