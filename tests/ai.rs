@@ -6,10 +6,10 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::ai::{self, API_KEY, AiEnv, completions, timed};
-use common::{Daemon, TestEnv};
+use common::{DEADLINE, Daemon, TestEnv};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::ResponseTemplate;
@@ -608,4 +608,52 @@ async fn ai_usage_sums_requests_tokens_and_cost_by_day_model_and_kind(pool: PgPo
     let table = env.cli_ok(&["ai", "usage"]);
     assert!(table.contains("total"), "{table}");
     assert!(table.contains("0.0027"), "{table}");
+}
+
+/// A job's request slot is free for its next question once a reply is in, not once the reply
+/// is stored: with the hints' table locked, so that every store waits, a job of one request at
+/// a time still asks its second question. Once the lock goes, every question's hints are stored.
+#[sqlx::test(migrations = false)]
+async fn a_reply_waiting_to_be_stored_does_not_hold_back_the_next_request(pool: PgPool) {
+    let t = AiEnv::start(pool, &ai::config("test-model", "concurrency = 1")).await;
+    completions()
+        .respond_with(clean_reply())
+        .mount(&t.server)
+        .await;
+    t.env.cli_ok(&["migrate"]);
+    // Inserts wait behind it; the cache is still read (EXCLUSIVE lets SELECT through).
+    let mut lock = t.env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE ai_hints IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let _daemon = t.daemon();
+
+    let questions: Vec<Value> = (1..=4)
+        .map(|i| {
+            json!({"id": format!("q{i}"), "type": "integer",
+                   "text": format!("What is {i} x 7?"), "answer": (i * 7).to_string()})
+        })
+        .collect();
+    let id = t.hints(Value::Array(questions));
+    let start = Instant::now();
+    while t.bodies().await.len() < 2 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the second question was not asked while the first one's hints waited to be stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_usage WHERE job_id = $1")
+        .bind(&id)
+        .fetch_one(&t.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "no reply could be stored yet");
+
+    lock.commit().await.unwrap();
+    let job = t.env.wait_for_state(&id, "completed").await;
+    let result = job.result.unwrap();
+    assert_eq!(result["generated"], 4, "{result}");
+    assert_eq!(t.bodies().await.len(), 4, "each question asked once");
 }

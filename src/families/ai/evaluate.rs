@@ -20,6 +20,7 @@ use quizworker_jobs::ai::reply::Answered;
 use quizworker_jobs::limits::{ECHO_BYTES, shorten};
 use quizworker_jobs::scoring::{Attempt, AttemptResult, AwardedBy, PreparedTest};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::evaluations::{self, Failure, NewGrade, Reason, StoredGrade};
 use super::fan_out::{Wording, fan_out};
@@ -87,6 +88,7 @@ pub async fn evaluate(
         grades: &grades,
         failures: &failures,
         stop: AtomicBool::new(false),
+        slots: Semaphore::new(ai.config.concurrency),
     };
     let (run, to_grade) = (&run, &to_grade);
     let wording = Wording {
@@ -326,6 +328,8 @@ struct Run<'a> {
     failures: &'a HashMap<String, EarlierFailure>,
     /// Set when the attempt is ending: answers not begun are left for the retry.
     stop: AtomicBool,
+    /// The job's requests in flight (`ai.concurrency`): [`request`].
+    slots: Semaphore,
 }
 
 impl Run<'_> {
@@ -372,12 +376,15 @@ impl Run<'_> {
         let mut spent = Spent::default();
         let mut invalid_replies = 0;
         loop {
-            let reply = match request(self.services, &self.stop, &body).await {
-                Ok(reply) => reply,
+            // A slot held until this reply is billed (`handler::request`): to the end of this turn.
+            let (reply, _held) = match request(self.services, &self.stop, &self.slots, &body).await
+            {
+                Ok(sent) => sent,
                 Err(Requested::Refused { reason }) => {
                     return self.fail(item, (Reason::ClientError, &reason, None)).await;
                 }
                 Err(Requested::Halt(error)) => return Err(error),
+                Err(Requested::Stopped) => return Ok(None),
             };
             let content = match reply.completion.answered() {
                 Answered::Refused(words) => {

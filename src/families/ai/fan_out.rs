@@ -1,5 +1,5 @@
-//! The loop `ai.hints` and `ai.evaluate` share: the items of a job sent `ai.concurrency` at a
-//! time, progress after each, and the attempt ended by the first error.
+//! The loop `ai.hints` and `ai.evaluate` share: the items of a job under way together, progress
+//! after each, and the attempt ended by the first error.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +16,11 @@ pub(super) struct Wording {
     pub retry: &'static str,
 }
 
-/// Runs `one(i)` for each of the `total` items, `concurrency` at a time, and returns their
-/// outcomes in order. `one` returns `Ok(None)` for an item not begun because the attempt is
+/// Runs `one(i)` for each of the `total` items, twice `concurrency` at a time, and returns
+/// their outcomes in order. `one` holds one of the job's `concurrency` request slots only while
+/// its request is out (`handler::request`): the other items under way are storing a reply or
+/// waiting for a slot, so a slot's next request goes out as soon as its reply is in, not once
+/// that reply is stored. `one` returns `Ok(None)` for an item not begun because the attempt is
 /// ending; its first error sets `stop`, so that no further item begins, and ends the attempt
 /// once those in flight have settled, a permanent error winning over a transient one.
 ///
@@ -46,7 +49,7 @@ where
         let one = &one;
         let mut stream = futures::stream::iter(0..total)
             .map(|i| async move { (i, one(i).await) })
-            .buffer_unordered(concurrency);
+            .buffer_unordered(concurrency.saturating_mul(2));
         while let Some((i, outcome)) = stream.next().await {
             match outcome {
                 Ok(Some(outcome)) => {

@@ -14,6 +14,7 @@ use quizworker_jobs::ai::reply::{Answered, parse_hints};
 use quizworker_jobs::ai::{AiHints, HintQuestion, Hints, PROMPT_VERSION, cache_key, prompt};
 use quizworker_jobs::limits::shorten;
 use serde_json::{Value, json};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::fan_out::{Wording, fan_out};
 use super::limits;
@@ -49,6 +50,7 @@ pub async fn hints(job: AiHints, ctx: &JobContext, services: &Services) -> Resul
         earlier: &earlier,
         cached: &cached,
         stop: AtomicBool::new(false),
+        slots: Semaphore::new(ai.config.concurrency),
     };
     let total = job.questions.len();
     let (run, questions, keys) = (&run, &job.questions, &keys);
@@ -171,6 +173,8 @@ pub(super) enum Requested {
     /// The attempt must end: the provider is down or asks for a long wait (transient), or the
     /// key, model or URL is wrong (permanent).
     Halt(JobError),
+    /// Not sent: the attempt is ending; the item is left for the retry.
+    Stopped,
 }
 
 /// One attempt of a job, shared by the questions in flight.
@@ -184,6 +188,8 @@ struct Run<'a> {
     cached: &'a HashMap<String, Stored>,
     /// Set when the attempt is ending: questions not begun are left for the retry.
     stop: AtomicBool,
+    /// The job's requests in flight (`ai.concurrency`): [`request`].
+    slots: Semaphore,
 }
 
 impl Run<'_> {
@@ -223,13 +229,15 @@ impl Run<'_> {
         let mut spent = Spent::default();
         let (mut invalid_replies, mut leaks) = (0, 0);
         loop {
-            let reply = match self.request(&body).await {
-                Ok(reply) => reply,
+            // A slot held until this reply is billed (`request`): to the end of this turn.
+            let (reply, _held) = match self.request(&body).await {
+                Ok(sent) => sent,
                 Err(Requested::Refused { reason }) => {
                     let fail = (Reason::ClientError, reason.as_str(), None);
                     return self.fail(question, &key, fail).await;
                 }
                 Err(Requested::Halt(error)) => return Err(error),
+                Err(Requested::Stopped) => return Ok(None),
             };
             let content = match reply.completion.answered() {
                 Answered::Refused(words) => {
@@ -302,8 +310,11 @@ impl Run<'_> {
 
     /// One request, each try cleared by the spend cap, the ai queue's rate and its tokens
     /// ([`request`]).
-    async fn request(&self, body: &Value) -> Result<Reply, Requested> {
-        request(self.services, &self.stop, body).await
+    async fn request(
+        &self,
+        body: &Value,
+    ) -> Result<(Reply, Option<SemaphorePermit<'_>>), Requested> {
+        request(self.services, &self.stop, &self.slots, body).await
     }
 
     /// Records a billed reply ([`bill`]) of this job's kind and prompt.
@@ -363,23 +374,38 @@ pub(super) fn stopped(services: &Services, stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed) || services.stopping.is_cancelled()
 }
 
-/// One request, each try taking a unit of the ai queue's rate; a wait the provider asks for up
-/// to `ai.max_retry_wait` is waited out here, unless the attempt is ending (`stop`).
-pub(super) async fn request(
+/// One request, each try holding one of the job's `slots` (`ai.concurrency`) and a unit of the
+/// ai queue's rate while it is out; a wait the provider asks for up to `ai.max_retry_wait` is
+/// waited out here, unless the attempt is ending (`stop`).
+///
+/// The slot is free for the job's next request as soon as the reply is in, while the reply is
+/// checked and stored; with a daily spend cap, it comes back with the reply instead, for the
+/// caller to hold until the reply is billed, so that the cap counts a reply before the slot's
+/// next request is cleared.
+pub(super) async fn request<'s>(
     services: &Services,
     stop: &AtomicBool,
+    slots: &'s Semaphore,
     body: &Value,
-) -> Result<Reply, Requested> {
+) -> Result<(Reply, Option<SemaphorePermit<'s>>), Requested> {
     let ai = &services.ai;
     let mut waits = 0;
     loop {
+        // Never closed: the job's attempt owns it.
+        let Ok(slot) = slots.acquire().await else {
+            return Err(Requested::Stopped);
+        };
+        if stopped(services, stop) {
+            return Err(Requested::Stopped);
+        }
         let admitted = limits::admit(services, body)
             .await
             .map_err(Requested::Halt)?;
         let error = match ai.provider.complete(body).await {
             Ok(reply) => {
                 limits::settle(services, admitted, reply.completion.usage.as_ref()).await;
-                return Ok(reply);
+                let held = ai.config.daily_spend_cap_usd.is_some().then_some(slot);
+                return Ok((reply, held));
             }
             Err(error) => {
                 limits::release(services, admitted).await;
