@@ -342,6 +342,16 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run jobs that wait for a time now: a retry's backoff, a run time given at enqueue, or the
+    /// AI spend cap's wait for the next day.
+    RunNow {
+        /// The jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel jobs that have not finished.
     Cancel {
         /// The jobs' ids.

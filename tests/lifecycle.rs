@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::TestEnv;
+use common::{FAST_CONFIG, TestEnv};
+use serde_json::json;
 use sqlx::PgPool;
 
 #[sqlx::test]
@@ -171,6 +172,49 @@ async fn a_bulk_retry_needs_confirmation_and_retries_every_match(pool: PgPool) {
     for id in &ids {
         env.wait_for_state(id, "completed").await;
     }
+}
+
+/// `jobs run-now` cuts short a retry's backoff and a run time given at enqueue; a job that does
+/// not wait for a time is named with the reason, and the command fails if it moved none.
+#[sqlx::test]
+async fn run_now_runs_a_job_waiting_for_its_retry_or_its_time(pool: PgPool) {
+    let config = FAST_CONFIG.replace(
+        r#"backoff = { base = "1s", cap = "2s", jitter = 0.0 }"#,
+        r#"backoff = { base = "1h", cap = "1h", jitter = 0.0 }"#,
+    );
+    let env = TestEnv::with_config(pool, &config).await;
+    let _daemon = env.spawn_daemon(&[]);
+    let retrying = env.enqueue("diag.fail", r#"{"times": 1}"#, &[]);
+    let later = env.enqueue("diag.noop", "{}", &["--delay", "1h"]);
+    env.wait_for_state(&retrying, "retrying").await;
+    env.wait_for_state(&later, "scheduled").await;
+
+    let report = env.cli_json(&["jobs", "run-now", &retrying, &later, "--json"]);
+    assert_eq!(report["due"], json!([retrying, later]), "{report}");
+    let job = env.wait_for_state(&retrying, "completed").await;
+    assert_eq!(job.attempts, 2);
+    let job = env.wait_for_state(&later, "completed").await;
+    assert_eq!(job.attempts, 1);
+
+    // Nothing waits any more: each id is named with why, and the command fails.
+    let again = env.cli(&["jobs", "run-now", &later, "01JZZZZZZZZZZZZZZZZZZZZZZZ"]);
+    assert!(!again.status.success());
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        out.contains(&format!(
+            "skipped {later}: it is completed; only scheduled or retrying jobs wait for a time"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped 01JZZZZZZZZZZZZZZZZZZZZZZZ: no such job"),
+        "{out}"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no job was made due"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[sqlx::test]

@@ -1,4 +1,4 @@
-//! `jobs list|show|retry|cancel`.
+//! `jobs list|show|retry|run-now|cancel`.
 
 use anyhow::{Context, bail};
 use quizworker_jobs::{Envelope, Queue};
@@ -40,6 +40,7 @@ pub async fn execute(config: &Config, command: JobsCommand) -> anyhow::Result<()
             let filter = filter(state, queue, kind)?;
             retry(config, ids, &filter, yes, json).await
         }
+        JobsCommand::RunNow { ids, json } => run_now(config, &ids, json).await,
         JobsCommand::Cancel { ids, json } => cancel(config, &ids, json).await,
     }
 }
@@ -299,6 +300,75 @@ async fn retry(
     }
     if !bulk && report.retried.is_empty() {
         bail!("no job was retried");
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RunNowReport {
+    due: Vec<String>,
+    skipped: Vec<Skipped>,
+}
+
+/// Makes jobs that wait in Redis' scheduled set due now. Only the score of the one entry that
+/// is there changes (`RedisQueues::make_due`): nothing is pushed, so a job cannot end up twice
+/// in Redis or run beside an attempt under way.
+async fn run_now(config: &Config, ids: &[String], json: bool) -> anyhow::Result<()> {
+    let pool = connect_postgres(config).await?;
+    let redis = connect_redis(config).await?;
+    let mut report = RunNowReport {
+        due: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for id in ids {
+        let queue = match store::get(&pool, id).await? {
+            Some(job) if job.state == "scheduled" || job.state == "retrying" => {
+                job.queue.parse()?
+            }
+            Some(job) => {
+                report.skipped.push(Skipped {
+                    id: id.clone(),
+                    reason: format!(
+                        "it is {}; only scheduled or retrying jobs wait for a time",
+                        job.state
+                    ),
+                });
+                continue;
+            }
+            // Enqueued and not journaled yet (no daemon has read its arrival).
+            None => match find_in_redis(&redis, id).await? {
+                Some((queue, _)) => queue,
+                None => {
+                    report.skipped.push(Skipped {
+                        id: id.clone(),
+                        reason: "no such job in the journal or in Redis".into(),
+                    });
+                    continue;
+                }
+            },
+        };
+        if redis.make_due(queue, id).await? {
+            store::mark_due(&pool, id).await?;
+            report.due.push(id.clone());
+        } else {
+            report.skipped.push(Skipped {
+                id: id.clone(),
+                reason: "it is not waiting in Redis' scheduled set: due or started already, \
+                         or lost by Redis (`quizworker recover` puts such jobs back)"
+                    .into(),
+            });
+        }
+    }
+    if json {
+        output::print_json(&report)?;
+    } else {
+        outln!("made {} job(s) due now", report.due.len())?;
+        for skipped in &report.skipped {
+            outln!("skipped {}: {}", output::text(&skipped.id), skipped.reason)?;
+        }
+    }
+    if report.due.is_empty() {
+        bail!("no job was made due");
     }
     Ok(())
 }

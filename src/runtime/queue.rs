@@ -117,6 +117,20 @@ redis.call('ZADD', queue .. ':workers', 'XX', tonumber(redis.call('TIME')[1]), w
 return redis.call('SCARD', inflight)
 "#;
 
+/// Makes a job of the scheduled set due (ARGV[1] queue, ARGV[2] id) and wakes the workers: the
+/// next fetch moves it to the ready list, as it does any due job. Its score becomes 0, due by
+/// any clock (apalis compares scores with the fetching process' clock). Returns 0 if the id is
+/// not in the scheduled set: already due or taken, or not in Redis.
+const DUE_NOW_SCRIPT: &str = r#"
+local queue, id = ARGV[1], ARGV[2]
+if not redis.call('ZSCORE', queue .. ':scheduled', id) then
+  return 0
+end
+redis.call('ZADD', queue .. ':scheduled', 0, id)
+redis.call('PUBLISH', 'tasks:' .. queue .. ':active:available', id)
+return 1
+"#;
+
 /// The result of an enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
@@ -202,6 +216,7 @@ pub struct RedisQueues {
     hand_back: redis::Script,
     release: redis::Script,
     push_new: redis::Script,
+    due_now: redis::Script,
 }
 
 impl RedisQueues {
@@ -215,6 +230,7 @@ impl RedisQueues {
             hand_back: redis::Script::new(HAND_BACK_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
             push_new: redis::Script::new(PUSH_NEW_SCRIPT),
+            due_now: redis::Script::new(DUE_NOW_SCRIPT),
         })
     }
 
@@ -330,6 +346,20 @@ impl RedisQueues {
             .await
             .with_context(|| format!("could not re-push job {} to Redis", envelope.id))?;
         Ok(())
+    }
+
+    /// Makes a job that waits for its time in the scheduled set due now; false if it is not
+    /// there.
+    pub async fn make_due(&self, queue: Queue, id: &str) -> anyhow::Result<bool> {
+        let moved: i64 = self
+            .due_now
+            .prepare_invoke()
+            .arg(self.name(queue))
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("could not make the job due in Redis")?;
+        Ok(moved == 1)
     }
 
     /// Takes a waiting job out of the ready list and the scheduled set; true if it was there.

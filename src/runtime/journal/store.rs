@@ -183,6 +183,19 @@ pub async fn cancel(pool: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
     .await
 }
 
+/// Records that a job waiting for its time (`scheduled` or `retrying`) was made due now by an
+/// operator; a job that has started meanwhile is left alone.
+pub async fn mark_due(pool: &PgPool, id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET scheduled_at = now(), updated_at = now()
+          WHERE id = $1 AND state IN ('scheduled', 'retrying')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Journals a job just enqueued as waiting (queued, or scheduled if its run time is still to
 /// come), so that the journal can put it back in Redis if Redis loses it. A job a worker has
 /// already taken is left alone.
