@@ -223,6 +223,23 @@ struct Skipped {
     reason: String,
 }
 
+/// A report of the jobs a command moved: as JSON, or its headline and a line per job skipped.
+fn print_report(
+    report: &impl Serialize,
+    json: bool,
+    headline: &str,
+    skipped: &[Skipped],
+) -> anyhow::Result<()> {
+    if json {
+        return output::print_json(report);
+    }
+    outln!("{headline}")?;
+    for skipped in skipped {
+        outln!("skipped {}: {}", output::text(&skipped.id), skipped.reason)?;
+    }
+    Ok(())
+}
+
 async fn retry(
     config: &Config,
     ids: Vec<String>,
@@ -290,14 +307,8 @@ async fn retry(
     }
     tx.commit().await?;
 
-    if json {
-        output::print_json(&report)?;
-    } else {
-        outln!("retried {} job(s)", report.retried.len())?;
-        for skipped in &report.skipped {
-            outln!("skipped {}: {}", output::text(&skipped.id), skipped.reason)?;
-        }
-    }
+    let headline = format!("retried {} job(s)", report.retried.len());
+    print_report(&report, json, &headline, &report.skipped)?;
     if !bulk && report.retried.is_empty() {
         bail!("no job was retried");
     }
@@ -359,14 +370,8 @@ async fn run_now(config: &Config, ids: &[String], json: bool) -> anyhow::Result<
             });
         }
     }
-    if json {
-        output::print_json(&report)?;
-    } else {
-        outln!("made {} job(s) due now", report.due.len())?;
-        for skipped in &report.skipped {
-            outln!("skipped {}: {}", output::text(&skipped.id), skipped.reason)?;
-        }
-    }
+    let headline = format!("made {} job(s) due now", report.due.len());
+    print_report(&report, json, &headline, &report.skipped)?;
     if report.due.is_empty() {
         bail!("no job was made due");
     }
