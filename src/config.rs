@@ -166,6 +166,10 @@ fn utc() -> chrono_tz::Tz {
     chrono_tz::UTC
 }
 
+fn six_hours() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
 /// The `email.*` jobs: templates, the sender, limits, and the SMTP server they go through.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +188,11 @@ pub struct EmailConfig {
     pub max_message_recipients: usize,
     /// Bytes of one message's attachments together at most.
     pub max_attachment_bytes: u64,
+    /// How long an email waits, from when it was enqueued, for an export it attaches that is
+    /// still queued, scheduled or running, without using up its attempts. Past this, each
+    /// further wait is a failed attempt, retried with the queue's backoff.
+    #[serde(with = "humantime_serde", default = "six_hours")]
+    pub attachment_wait: Duration,
     /// Messages of one `email.bulk` job in flight at once.
     pub bulk_concurrency: usize,
     /// A bulk message's one-click unsubscribe link (RFC 8058): `{email}` and `{job}` are
@@ -741,6 +750,7 @@ impl Default for Config {
                 max_bulk_recipients: 10_000,
                 max_message_recipients: 50,
                 max_attachment_bytes: 10 * 1024 * 1024,
+                attachment_wait: six_hours(),
                 bulk_concurrency: 8,
                 unsubscribe_url: String::new(),
                 smtp: SmtpConfig {

@@ -229,16 +229,14 @@ async fn a_report_card_is_attached_whole_once_its_export_completes(pool: PgPool)
         job.attempts >= 2,
         "the email should have waited for the export: {job:?}"
     );
-    let errors: Vec<String> = t
-        .env
-        .attempts(&id)
-        .await
-        .into_iter()
-        .filter_map(|a| a.error)
-        .collect();
+    // It waited by snoozing, so a slow export does not use up the email's attempts.
+    let attempts = t.env.attempts(&id).await;
     assert!(
-        errors.iter().any(|e| e.contains("attachments[0]")),
-        "{errors:?}"
+        attempts.iter().any(|a| a.outcome == "snoozed"
+            && a.error.as_deref().is_some_and(|e| {
+                e.contains("attachments[0]: export job") && e.contains("waiting for its file")
+            })),
+        "{attempts:?}"
     );
 
     let messages = t.sink.wait_for_messages(1, DEADLINE).await;
@@ -252,6 +250,37 @@ async fn a_report_card_is_attached_whole_once_its_export_completes(pool: PgPool)
         export_result["sha256"].as_str().unwrap()
     );
     assert!(pdf.data.starts_with(b"%PDF-"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_email_waits_for_its_export_no_longer_than_email_attachment_wait(pool: PgPool) {
+    let t = EmailEnv::new(pool).await;
+    let _daemon = t.daemon_with(&[("QUIZWORKER_EMAIL__ATTACHMENT_WAIT", "0s")]);
+    let export = t.env.enqueue(
+        "export.report_pdf",
+        r#"{"attempt_id": "a-late"}"#,
+        &["--delay", "1h"],
+    );
+    t.env.wait_for_state(&export, "scheduled").await;
+    let id = t.send(json!({
+        "template": "notice",
+        "to": [{"email": "parent@example.com"}],
+        "vars": {"subject": "Report card", "text": "Attached."},
+        "attachments": [{"export_job": export}]
+    }));
+    let job = t.env.wait_for_state(&id, "failed").await;
+    let error = job.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "attachments[0]: export job `{export}` is scheduled"
+        )) && error.contains("over email.attachment_wait")
+            && error.contains("no attempts left"),
+        "{error}"
+    );
+    // Never sent: its ledger row still waits, for a `jobs retry` once the export is done.
+    let statuses: Vec<String> = t.deliveries(&id).await.into_iter().map(|d| d.1).collect();
+    assert_eq!(statuses, ["queued"]);
+    assert!(t.sink.messages().is_empty());
 }
 
 #[sqlx::test(migrations = false)]

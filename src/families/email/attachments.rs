@@ -3,6 +3,7 @@
 //! SHA-256 it recorded. A payload never gives a path.
 
 use std::path::Path;
+use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use quizworker_jobs::email::Attachment;
@@ -14,14 +15,24 @@ use sqlx::PgPool;
 use super::smtp::FileAttachment;
 use crate::families::JobError;
 
-/// Reads the attachments of one message. An export that has not completed yet makes the email
-/// wait (a transient failure, retried with backoff); one that failed, or is not an export,
-/// fails the email.
+/// How an email waits for the exports it attaches.
+pub struct Waiting<'a> {
+    /// The email's own job, whose age bounds the wait.
+    pub email_job: &'a str,
+    /// `email.attachment_wait`.
+    pub limit: Duration,
+}
+
+/// Reads the attachments of one message. An export still queued, scheduled or running makes
+/// the email snooze (its attempts untouched) for up to `waiting.limit` after it was enqueued,
+/// then fail transiently (retried with backoff); an export that failed, or a job that is not an
+/// export, fails the email.
 pub async fn load(
     pg: &PgPool,
     exports_dir: &Path,
     attachments: &[Attachment],
     max_bytes: u64,
+    waiting: &Waiting<'_>,
 ) -> Result<Vec<FileAttachment>, JobError> {
     let mut files = Vec::with_capacity(attachments.len());
     let mut total = 0u64;
@@ -31,12 +42,16 @@ pub async fn load(
             exports_dir,
             attachment,
             max_bytes - total.min(max_bytes),
+            waiting,
         )
         .await
         .map_err(|e| match e {
             JobError::Permanent(m) => JobError::Permanent(format!("attachments[{i}]: {m}")),
             JobError::Transient(m) => JobError::Transient(format!("attachments[{i}]: {m}")),
-            snooze @ JobError::Snooze { .. } => snooze,
+            JobError::Snooze { until, reason } => JobError::Snooze {
+                until,
+                reason: format!("attachments[{i}]: {reason}"),
+            },
         })?;
         total += file.bytes.len() as u64;
         files.push(file);
@@ -49,6 +64,7 @@ async fn load_one(
     exports_dir: &Path,
     attachment: &Attachment,
     room: u64,
+    waiting: &Waiting<'_>,
 ) -> Result<FileAttachment, JobError> {
     let job = &attachment.export_job;
     let row: Option<(String, String, Option<Value>)> =
@@ -74,11 +90,7 @@ async fn load_one(
                 "export job `{job}` {state}: there is no file to attach"
             )));
         }
-        _ => {
-            return Err(JobError::Transient(format!(
-                "export job `{job}` is {state}: waiting for its file"
-            )));
-        }
+        _ => return Err(wait_for_export(pg, job, &state, waiting).await),
     }
     let result = result.unwrap_or_default();
     let field = |name: &str| result.get(name).and_then(Value::as_str).unwrap_or_default();
@@ -122,6 +134,36 @@ async fn load_one(
         filename,
         bytes,
     })
+}
+
+/// The error that makes an email wait for an export still `state`. The wait is a snooze,
+/// polled more slowly the longer it lasts (a second at first, a minute at most), so a report
+/// card queued behind thousands of others holds its email back without failing it. Past
+/// `waiting.limit` it is a transient failure: an export stuck for that long gets the email's
+/// own retries, then the email fails and says which export it waited for.
+async fn wait_for_export(pg: &PgPool, job: &str, state: &str, waiting: &Waiting<'_>) -> JobError {
+    let waited: Result<Option<f64>, _> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - created_at)::float8 FROM jobs WHERE id = $1",
+    )
+    .bind(waiting.email_job)
+    .fetch_optional(pg)
+    .await;
+    let waited = match waited {
+        Ok(seconds) => Duration::from_secs_f64(seconds.unwrap_or_default().max(0.0)),
+        Err(e) => return JobError::Transient(format!("could not read the email's own job: {e}")),
+    };
+    let reason = format!("export job `{job}` is {state}: waiting for its file");
+    if waited >= waiting.limit {
+        return JobError::Transient(format!(
+            "{reason} (for {} already, over email.attachment_wait)",
+            humantime::format_duration(Duration::from_secs(waited.as_secs()))
+        ));
+    }
+    let poll = (waited / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    JobError::Snooze {
+        until: chrono::Utc::now() + poll,
+        reason,
+    }
 }
 
 /// A file name a producer chose: one line, no directory part, not empty.

@@ -117,6 +117,10 @@ pub async fn send(
         &email.exports_dir,
         &job.attachments,
         email.config.max_attachment_bytes,
+        &attachments::Waiting {
+            email_job: &ctx.id,
+            limit: email.config.attachment_wait,
+        },
     )
     .await?;
     let out = Outgoing {
