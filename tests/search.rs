@@ -527,6 +527,68 @@ async fn quizworker_index_rebuild_reads_the_source_read_only(pool: PgPool) {
     );
 }
 
+/// A rebuild that finds another under way (here the test holds the index's rebuild lock, as a
+/// long rebuild in another process would) waits for it without using up its attempts, however
+/// long it lasts, and then rebuilds; the CLI's rebuild says why it cannot start.
+#[sqlx::test(migrations = false)]
+async fn a_rebuild_waits_for_the_one_under_way_without_using_up_its_attempts(pool: PgPool) {
+    let t = SearchEnv::new(pool.clone()).await;
+    platform(&pool, 10).await;
+    t.env.cli_ok(&["migrate"]);
+    let mut other = pool.acquire().await.unwrap().detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind("quizworker:search-rebuild:questions")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(locked);
+
+    let out = t.cli(&["index", "rebuild", "questions"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("a rebuild of index `questions` is already under way"),
+        "{err}"
+    );
+    assert!(!err.contains("runs again at"), "{err}");
+
+    let _daemon = t.daemon();
+    let rebuild = t
+        .env
+        .enqueue("index.rebuild", r#"{"index": "questions"}"#, &[]);
+    // As many waits as the queue's 3 attempts, and the job still waits: none was a failure.
+    let start = Instant::now();
+    while t.env.attempts(&rebuild).await.len() < 3 {
+        assert!(start.elapsed() < DEADLINE, "{}", t.env.daemon_logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = t.env.job(&rebuild).await.unwrap();
+    assert_eq!(job.state, "scheduled", "{job:?}");
+    for attempt in t.env.attempts(&rebuild).await {
+        assert_eq!(attempt.outcome, "snoozed", "{attempt:?}");
+        assert!(
+            attempt
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("already under way; this one waits for it to end")),
+            "{attempt:?}"
+        );
+    }
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM search_documents")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        written, 0,
+        "nothing is built while the other rebuild holds the index"
+    );
+
+    sqlx::Connection::close(other).await.unwrap();
+    let result = t.completed(&rebuild).await;
+    assert_eq!(result["documents"], 10, "{result}");
+    assert_eq!(t.ids("common", json!({})).await.len(), 10);
+}
+
 /// Redis drops every connection of the daemon (a failover, CLIENT KILL) in the middle of a
 /// rebuild: the rebuild runs on in its process, is not run a second time beside itself, and
 /// swaps in the whole source once.

@@ -222,7 +222,8 @@ fn job_error(error: JobError) -> anyhow::Error {
     match error {
         JobError::Permanent(message) => bad_input(message),
         JobError::Transient(message) => anyhow::anyhow!(message),
-        snooze @ JobError::Snooze { .. } => anyhow::anyhow!(snooze.to_string()),
+        // The command does not run again later: only the reason is the operator's.
+        JobError::Snooze { reason, .. } => anyhow::anyhow!(reason),
     }
 }
 

@@ -5,7 +5,7 @@
 //! in. Searches read the live index throughout; upserts and deletes during the rebuild go to
 //! both (`backend::SearchIndex`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quizworker_jobs::indexing::BadDocument;
 use serde::Serialize;
@@ -15,6 +15,9 @@ use super::backend::{Applied, SearchIndex, store_error};
 use super::source::Source;
 use crate::config::{IndexConfig, SearchConfig};
 use crate::families::JobError;
+
+/// How often a rebuild that found another one under way looks again.
+const OTHER_REBUILD_POLL: Duration = Duration::from_secs(5);
 
 /// Bad rows a rebuild keeps to name in its error; it counts them all.
 pub const NAMED_BAD_ROWS: usize = 50;
@@ -58,9 +61,14 @@ pub async fn rebuild<I: SearchIndex>(
         .await
         .map_err(store_error)?;
     if !locked {
-        return Err(JobError::Transient(format!(
-            "a rebuild of index `{name}` is already under way; this one waits for it to end"
-        )));
+        // Waiting is not failing: however long the other rebuild takes, this one keeps its
+        // attempts, looks again every few seconds and then rebuilds from the newer source.
+        return Err(JobError::Snooze {
+            until: chrono::Utc::now() + OTHER_REBUILD_POLL,
+            reason: format!(
+                "a rebuild of index `{name}` is already under way; this one waits for it to end"
+            ),
+        });
     }
     let result = rebuild_locked(index, name, config, search, query, progress).await;
     let _ = lock.close().await;
