@@ -9,4 +9,5 @@ scripts/services.sh
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 echo "test: DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL"
-exec cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary does not hide how the others fare.
+exec cargo test --workspace --no-fail-fast "$@"
