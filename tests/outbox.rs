@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, OwnRedis, Proxy, TestEnv, port_of};
+use common::{DEADLINE, Daemon, OwnRedis, Proxy, TestEnv, port_of};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -74,7 +74,12 @@ impl Platform {
             .unwrap()
     }
 
-    async fn drop_database(self) {
+    /// Drops the platform's database, after stopping `relays`, the daemons that connect to it.
+    /// They must stop first: a relay reconnecting during `DROP DATABASE ... WITH (FORCE)` can
+    /// hang it for ever (the new backend waits at startup for the database's lock, which the
+    /// drop holds while it waits for every backend, that one too, to answer a signal barrier).
+    async fn drop_database(self, relays: impl IntoIterator<Item = Daemon>) {
+        relays.into_iter().for_each(drop);
         self.pool.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -128,7 +133,7 @@ async fn assert_each_ran_once(env: &TestEnv, ids: &[String]) {
 async fn a_rolled_back_enqueue_makes_no_job_and_a_committed_one_exactly_one(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     let platform = Platform::new(&env).await;
-    let _daemon = env.spawn_daemon_with(&[], &[("QUIZWORKER_OUTBOX__URL", &platform.url)]);
+    let daemon = env.spawn_daemon_with(&[], &[("QUIZWORKER_OUTBOX__URL", &platform.url)]);
 
     let mut tx = platform.pool.begin().await.unwrap();
     let rolled_back: String =
@@ -164,14 +169,14 @@ async fn a_rolled_back_enqueue_makes_no_job_and_a_committed_one_exactly_one(pool
     let ulid: ulid::Ulid = committed.parse().unwrap();
     let age = chrono::Utc::now() - chrono::DateTime::<chrono::Utc>::from(ulid.datetime());
     assert!(age < chrono::Duration::seconds(60), "{age}");
-    platform.drop_database().await;
+    platform.drop_database([daemon]).await;
 }
 
 #[sqlx::test]
 async fn idempotency_keys_hold_across_the_outbox_and_the_script(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     let platform = Platform::new(&env).await;
-    let _daemon = env.spawn_daemon_with(&[], &[("QUIZWORKER_OUTBOX__URL", &platform.url)]);
+    let daemon = env.spawn_daemon_with(&[], &[("QUIZWORKER_OUTBOX__URL", &platform.url)]);
 
     // Twice through the outbox: one job, the first id returned both times.
     let (first, second): (String, String) = sqlx::query_as(
@@ -218,7 +223,7 @@ async fn idempotency_keys_hold_across_the_outbox_and_the_script(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(again, by_script);
-    platform.drop_database().await;
+    platform.drop_database([daemon]).await;
 }
 
 #[sqlx::test]
@@ -248,7 +253,7 @@ async fn each_kind_defaults_to_its_catalogue_queue(pool: PgPool) {
         refused.contains("no default queue for kind \"search.reindex\""),
         "{refused}"
     );
-    platform.drop_database().await;
+    platform.drop_database([]).await;
 }
 
 #[sqlx::test]
@@ -273,7 +278,7 @@ async fn two_daemons_relay_ten_thousand_rows_and_each_job_runs_once(pool: PgPool
             daemon.log_text()
         );
     }
-    platform.drop_database().await;
+    platform.drop_database([first, second]).await;
 }
 
 #[sqlx::test]
@@ -302,7 +307,7 @@ async fn a_redis_flushed_right_after_the_relay_loses_no_job(pool: PgPool) {
     let _workers = env.spawn_daemon(&["--queues", "default"]);
     wait_all_completed(&env, 500, DEADLINE).await;
     assert_each_ran_once(&env, &ids).await;
-    platform.drop_database().await;
+    platform.drop_database([relay]).await;
 }
 
 #[sqlx::test]
@@ -338,8 +343,7 @@ async fn the_relay_waits_out_postgres_going_away(pool: PgPool) {
     wait_all_completed(&env, 300, Duration::from_secs(60)).await;
     assert_each_ran_once(&env, &ids).await;
     assert_eq!(platform.unrelayed().await, 0);
-    drop(daemon);
-    platform.drop_database().await;
+    platform.drop_database([daemon]).await;
 }
 
 /// Redis drops every connection of two relaying daemons (a failover, CLIENT KILL) again and
@@ -377,5 +381,5 @@ async fn redis_connections_killed_while_relaying_lose_no_job_and_run_none_twice(
     wait_all_completed(&env, ROUNDS as i64 * ROWS, Duration::from_secs(120)).await;
     assert_each_ran_once(&env, &ids).await;
     assert_eq!(platform.unrelayed().await, 0);
-    platform.drop_database().await;
+    platform.drop_database([first, second]).await;
 }
