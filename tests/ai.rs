@@ -6,10 +6,10 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::ai::{self, API_KEY, AiEnv, completions, timed};
-use common::{DEADLINE, Daemon, TestEnv};
+use common::{DEADLINE, Daemon, TestEnv, seen, wait_until};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::ResponseTemplate;
@@ -636,14 +636,15 @@ async fn a_reply_waiting_to_be_stored_does_not_hold_back_the_next_request(pool: 
         })
         .collect();
     let id = t.hints(Value::Array(questions));
-    let start = Instant::now();
-    while t.bodies().await.len() < 2 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the second question was not asked while the first one's hints waited to be stored"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the second question asked while the first one's hints wait to be stored",
+        DEADLINE,
+        async || {
+            let asked = t.bodies().await.len();
+            seen(asked >= 2, || format!("{asked} asked"))
+        },
+    )
+    .await;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_usage WHERE job_id = $1")
         .bind(&id)
         .fetch_one(&t.env.pool)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
 use common::ai::{self, API_KEY, AiEnv, completions, timed};
-use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv};
+use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv, seen, wait_until};
 use quizworker::config::Config;
 use quizworker::runtime::rate_limit::{Meter, RateLimits};
 use quizworker_jobs::ai::AiHints;
@@ -444,11 +444,11 @@ async fn redis_connections_killed_mid_hints_ask_each_question_once(pool: PgPool)
         .await;
     let daemon = t.daemon_with(&[API_KEY]);
     let id = t.hints(json!((0..QUESTIONS).map(question).collect::<Vec<_>>()));
-    let start = Instant::now();
-    while t.server.received_requests().await.unwrap_or_default().len() < 8 {
-        assert!(start.elapsed() < DEADLINE, "the job did not start asking");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("8 requests made", DEADLINE, async || {
+        let asked = t.server.received_requests().await.unwrap_or_default().len();
+        seen(asked >= 8, || format!("{asked} are"))
+    })
+    .await;
     t.env.kill_redis_connections().await;
     daemon.wait_for_log("the worker died");
 

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{DEADLINE, TestEnv};
+use common::{DEADLINE, TestEnv, seen, wait_until};
 use quizworker_jobs::{ENQUEUE_SCRIPT, Envelope};
 use serde_json::json;
 use sqlx::PgPool;
@@ -57,15 +55,11 @@ async fn in_redis_data(env: &TestEnv, queue: &str, id: &str) -> bool {
 
 /// Waits until Redis' payload hash of `queue` no longer holds `id` (maintenance trimmed it).
 async fn wait_until_trimmed(env: &TestEnv, queue: &str, id: &str) {
-    let start = Instant::now();
-    while in_redis_data(env, queue, id).await {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "maintenance did not trim {id} in {DEADLINE:?}\n{}",
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&format!("maintenance trims {id}"), DEADLINE, async || {
+        let held = in_redis_data(env, queue, id).await;
+        seen(!held, || format!("Redis holds it\n{}", env.daemon_logs()))
+    })
+    .await
 }
 
 #[sqlx::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{FAST_CONFIG, TestEnv};
+use common::{DEADLINE, FAST_CONFIG, TestEnv, seen, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -294,21 +294,14 @@ async fn many_jobs_each_complete_once(pool: PgPool) {
         .unwrap();
     assert_eq!(queued, 500, "the producer journals what it enqueues");
     let _daemon = env.spawn_daemon(&[]);
-    let start = std::time::Instant::now();
-    loop {
+    wait_until("500 jobs completed", DEADLINE, async || {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
             .fetch_one(&env.pool)
             .await
             .unwrap();
-        if done == 500 {
-            break;
-        }
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "{done} of 500 completed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        seen(done == 500, || format!("{done} are"))
+    })
+    .await;
     let (jobs, attempts): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM jobs WHERE attempts = 1),
                 (SELECT count(*) FROM job_attempts WHERE outcome = 'completed')",
@@ -324,18 +317,13 @@ async fn a_running_job_reports_its_progress(pool: PgPool) {
     let env = TestEnv::new(pool).await;
     let _daemon = env.spawn_daemon(&[]);
     let id = env.enqueue("diag.sleep", r#"{"ms": 3000}"#, &[]);
-    let start = std::time::Instant::now();
-    let job = loop {
-        let job = env.job(&id).await;
-        if let Some(job) = job.filter(|j| j.state == "running" && (1..100).contains(&j.progress)) {
-            break job;
+    let job = wait_until("progress while running", DEADLINE, async || {
+        match env.job(&id).await {
+            Some(job) if job.state == "running" && (1..100).contains(&job.progress) => Ok(job),
+            job => Err(format!("it is {job:?}")),
         }
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "no progress while running"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(job.progress < 100);
     let shown = env.cli_json(&["jobs", "show", &id, "--json"]);
     assert!(

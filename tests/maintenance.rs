@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{OwnRedis, TestEnv};
+use common::{DEADLINE, OwnRedis, TestEnv, seen, wait_until};
 use sqlx::PgPool;
 
 const MAINTAINED: &str = r#"
@@ -23,19 +23,13 @@ async fn count(env: &TestEnv, sql: &'static str) -> i64 {
 
 /// Waits until `sql` (a count) returns `expected`.
 async fn wait_for_count(env: &TestEnv, sql: &'static str, expected: i64, within: Duration) {
-    let start = Instant::now();
-    loop {
+    wait_until(&format!("{sql} is {expected}"), within, async || {
         let n = count(env, sql).await;
-        if n == expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{sql} is {n}, not {expected}, after {within:?}\n{}",
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        seen(n == expected, || {
+            format!("it is {n}\n{}", env.daemon_logs())
+        })
+    })
+    .await
 }
 
 #[sqlx::test]
@@ -85,14 +79,11 @@ async fn jobs_survive_redis_losing_everything_while_they_run(pool: PgPool) {
 }
 
 async fn wait_until_some_completed(env: &TestEnv, n: i64) {
-    let start = Instant::now();
-    while count(env, "SELECT count(*) FROM jobs WHERE state = 'completed'").await < n {
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "{n} jobs did not complete"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&format!("{n} jobs completed"), DEADLINE, async || {
+        let done = count(env, "SELECT count(*) FROM jobs WHERE state = 'completed'").await;
+        seen(done >= n, || format!("{done} are"))
+    })
+    .await
 }
 
 #[sqlx::test]
@@ -151,8 +142,8 @@ async fn old_jobs_leave_the_journal_and_redis(pool: PgPool) {
         "only the failed job's attempt is left"
     );
     let queue = env.queue("default");
-    let start = Instant::now();
-    loop {
+    // The failed job is finished: Redis forgets it too; the journal keeps it.
+    wait_until("Redis forgets the finished jobs", DEADLINE, async || {
         let (data, acknowledged, keys): (i64, i64, Vec<String>) = redis::pipe()
             .hlen(format!("{queue}:data"))
             .scard(format!("{queue}:done"))
@@ -160,16 +151,11 @@ async fn old_jobs_leave_the_journal_and_redis(pool: PgPool) {
             .query_async(&mut env.redis.clone())
             .await
             .unwrap();
-        // The failed job is finished: Redis forgets it too; the journal keeps it.
-        if (data, acknowledged, keys.len()) == (0, 0, 0) {
-            break;
-        }
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "Redis still holds {data} payloads, {acknowledged} acknowledged ids, keys {keys:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        seen((data, acknowledged, keys.len()) == (0, 0, 0), || {
+            format!("it holds {data} payloads, {acknowledged} acknowledged ids, keys {keys:?}")
+        })
+    })
+    .await;
     assert_eq!(env.job(&failed).await.unwrap().state, "failed");
     // A freed idempotency key can be used again.
     let again = env.cli_json(&["enqueue", "diag.noop", "--idempotency-key", "k0", "--json"]);

@@ -6,16 +6,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv};
+use common::{DEADLINE, FAST_CONFIG, OwnRedis, TestEnv, seen, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 
 /// Waits until every job of `ids` is in `state`.
 async fn wait_all(env: &TestEnv, ids: &[String], state: &str) {
-    let start = Instant::now();
-    loop {
+    let what = format!("{} jobs in {state}", ids.len());
+    wait_until(&what, Duration::from_secs(60), async || {
         let count: i64 =
             sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1) AND state = $2")
                 .bind(ids)
@@ -23,17 +23,11 @@ async fn wait_all(env: &TestEnv, ids: &[String], state: &str) {
                 .fetch_one(&env.pool)
                 .await
                 .expect("count jobs");
-        if count == ids.len() as i64 {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{count} of {} jobs reached {state}\n{}",
-            ids.len(),
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen(count == ids.len() as i64, || {
+            format!("{count} are\n{}", env.daemon_logs())
+        })
+    })
+    .await
 }
 
 /// Every attempt row of these jobs: (job, attempt, outcome).
@@ -112,8 +106,7 @@ async fn redis_connections_killed_mid_job_do_not_run_jobs_twice(pool: PgPool) {
 
     // Once they ended, nothing of the dead worker is left for orphan recovery to push again.
     let queue = env.queue("default");
-    let start = Instant::now();
-    loop {
+    wait_until("no id held by a worker", DEADLINE, async || {
         let inflight: Vec<String> = env
             .redis_cmd(redis::cmd("KEYS").arg(format!("{queue}:inflight:*")))
             .await;
@@ -122,15 +115,9 @@ async fn redis_connections_killed_mid_job_do_not_run_jobs_twice(pool: PgPool) {
             let n: i64 = env.redis_cmd(redis::cmd("SCARD").arg(key)).await;
             held += n;
         }
-        if held == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{held} ids still held by workers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen(held == 0, || format!("{held} are"))
+    })
+    .await;
     let ready: i64 = env
         .redis_cmd(redis::cmd("LLEN").arg(format!("{queue}:active")))
         .await;
@@ -255,31 +242,31 @@ async fn entries_apalis_cannot_read_are_taken_out_and_the_worker_goes_on(pool: P
     );
 
     let queue = env.queue("default");
-    let start = Instant::now();
-    loop {
-        let mut held: HashSet<String> = HashSet::new();
-        let keys: Vec<String> = env
-            .redis_cmd(redis::cmd("KEYS").arg(format!("{queue}:inflight:*")))
-            .await;
-        for key in keys {
-            let ids: Vec<String> = env.redis_cmd(redis::cmd("SMEMBERS").arg(key)).await;
-            held.extend(ids);
-        }
-        let ready: Vec<String> = env
-            .redis_cmd(
-                redis::cmd("LRANGE")
-                    .arg(format!("{queue}:active"))
-                    .arg(0)
-                    .arg(-1),
-            )
-            .await;
-        held.extend(ready);
-        if held.is_empty() {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "still in the queue: {held:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the bad entries gone from the queue",
+        DEADLINE,
+        async || {
+            let mut held: HashSet<String> = HashSet::new();
+            let keys: Vec<String> = env
+                .redis_cmd(redis::cmd("KEYS").arg(format!("{queue}:inflight:*")))
+                .await;
+            for key in keys {
+                let ids: Vec<String> = env.redis_cmd(redis::cmd("SMEMBERS").arg(key)).await;
+                held.extend(ids);
+            }
+            let ready: Vec<String> = env
+                .redis_cmd(
+                    redis::cmd("LRANGE")
+                        .arg(format!("{queue}:active"))
+                        .arg(0)
+                        .arg(-1),
+                )
+                .await;
+            held.extend(ready);
+            seen(held.is_empty(), || format!("it holds {held:?}"))
+        },
+    )
+    .await;
     let log = daemon.log_text();
     let deaths = log.matches("the worker died").count();
     assert!(
@@ -304,15 +291,11 @@ async fn workers_leave_no_metadata_behind(pool: PgPool) {
         .redis_cmd(redis::cmd("HSET").arg(&stale).arg("service").arg("x"))
         .await;
     let mut daemon = env.spawn_daemon(&[]);
-    let start = Instant::now();
-    loop {
+    wait_until("the stale metadata deleted", DEADLINE, async || {
         let exists: i64 = env.redis_cmd(redis::cmd("EXISTS").arg(&stale)).await;
-        if exists == 0 {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the stale metadata stays");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen(exists == 0, || "it is there".into())
+    })
+    .await;
     let live: Vec<String> = env.redis_cmd(redis::cmd("KEYS").arg(&metadata)).await;
     assert!(!live.is_empty(), "running workers have their metadata");
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv, http_get};
+use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv, http_get, wait_until};
 use sqlx::PgPool;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/quizworker.service");
@@ -249,19 +249,15 @@ async fn while_redis_is_away_readyz_says_so_and_the_watchdog_is_still_fed(pool: 
     assert_eq!(http_get(addr, "/readyz"), (200, "ready\n".to_owned()));
 
     drop(redis);
-    let start = Instant::now();
-    let body = loop {
-        let (status, body) = http_get(addr, "/readyz");
-        if status == 503 && body.contains("Redis does not answer") {
-            break body;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "/readyz still says {status} {body:?}:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let body = wait_until(
+        "/readyz says Redis does not answer",
+        DEADLINE,
+        async || match http_get(addr, "/readyz") {
+            (503, body) if body.contains("Redis does not answer") => Ok(body),
+            (status, body) => Err(format!("it says {status} {body:?}\n{}", daemon.log_text())),
+        },
+    )
+    .await;
     assert!(body.starts_with("not ready\n"), "{body}");
     assert!(body.contains("workers down: "), "{body}");
     assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_owned()));
@@ -299,24 +295,20 @@ async fn health_readiness_and_metrics_over_http(pool: PgPool) {
 
     // Waiting jobs show in the queue depth once sampled: pause the queue and add three.
     env.cli_ok(&["queues", "pause", "default"]);
-    std::thread::sleep(Duration::from_millis(500));
+    daemon.wait_for_log("queue paused by an operator");
     for _ in 0..3 {
         env.enqueue("diag.noop", "{}", &[]);
     }
     let depth = r#"quizworker_queue_depth{queue="default",state="ready"} 3"#;
-    let start = Instant::now();
-    let metrics = loop {
+    let metrics = wait_until(&format!("{depth} in /metrics"), DEADLINE, async || {
         let (status, body) = http_get(addr, "/metrics");
         assert_eq!(status, 200);
-        if body.contains(depth) {
-            break body;
+        match body.contains(depth) {
+            true => Ok(body),
+            false => Err(body),
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no {depth} in /metrics:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    })
+    .await;
 
     for expected in [
         r#"quizworker_jobs_finished_total{queue="default",kind="diag.noop",outcome="completed"} 1"#,

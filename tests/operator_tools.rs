@@ -7,10 +7,9 @@ mod common;
 
 use std::fs;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
-use common::{DEADLINE, TestEnv, http_get};
+use common::{DEADLINE, TestEnv, http_get, seen, wait_until};
 use quizworker::cli::Cli;
 use quizworker_jobs::{Envelope, Queue};
 use serde_json::{Value, json};
@@ -145,22 +144,16 @@ async fn unknown_kinds_count_under_one_label_value(pool: PgPool) {
             .await
             .expect("enqueue");
     }
-    let start = Instant::now();
-    loop {
+    wait_until(&format!("{KINDS} jobs failed"), DEADLINE, async || {
         let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'failed'")
             .fetch_one(&env.pool)
             .await
             .unwrap();
-        if failed == KINDS as i64 {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{failed} of {KINDS} jobs failed:\n{}",
-            daemon.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen(failed == KINDS as i64, || {
+            format!("{failed} are\n{}", daemon.log_text())
+        })
+    })
+    .await;
 
     let (status, metrics) = http_get(daemon.http_addr(), "/metrics");
     assert_eq!(status, 200);

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Daemon, OwnRedis, Proxy, TestEnv, port_of};
+use common::{DEADLINE, Daemon, OwnRedis, Proxy, TestEnv, port_of, seen, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -93,25 +93,20 @@ impl Platform {
 
 /// Waits until the journal has `count` jobs, every one of them completed.
 async fn wait_all_completed(env: &TestEnv, count: i64, within: Duration) {
-    let start = Instant::now();
-    loop {
+    let jobs = wait_until(&format!("{count} jobs completed"), within, async || {
         let (jobs, completed): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE state = 'completed') FROM jobs",
         )
         .fetch_one(&env.pool)
         .await
         .unwrap();
-        if completed == count {
-            assert_eq!(jobs, count);
-            return;
+        match completed == count {
+            true => Ok(jobs),
+            false => Err(format!("{completed} of {jobs} are\n{}", env.daemon_logs())),
         }
-        assert!(
-            start.elapsed() < within,
-            "{completed} of {jobs} jobs completed, {count} expected\n{}",
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(jobs, count);
 }
 
 /// Every job of the journal ran exactly once: one attempt, recorded once.
@@ -198,8 +193,7 @@ async fn idempotency_keys_hold_across_the_outbox_and_the_script(pool: PgPool) {
     .await
     .unwrap();
     assert_ne!(by_outbox, by_script);
-    let start = Instant::now();
-    let duplicate_of = loop {
+    let duplicate_of = wait_until("the outbox row relayed", DEADLINE, async || {
         let row: Option<Option<String>> = sqlx::query_scalar(
             "SELECT duplicate_of FROM quizworker.outbox WHERE id = $1 AND relayed_at IS NOT NULL",
         )
@@ -207,12 +201,9 @@ async fn idempotency_keys_hold_across_the_outbox_and_the_script(pool: PgPool) {
         .fetch_optional(&platform.pool)
         .await
         .unwrap();
-        if let Some(duplicate_of) = row {
-            break duplicate_of;
-        }
-        assert!(start.elapsed() < DEADLINE, "not relayed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        row.ok_or_else(|| "it is not".to_owned())
+    })
+    .await;
     assert_eq!(duplicate_of.as_deref(), Some(by_script.as_str()));
     assert_eq!(env.job(&by_outbox).await.map(|j| j.state), None);
     // And the outbox now answers that key with the job that holds it.
@@ -292,15 +283,13 @@ async fn a_redis_flushed_right_after_the_relay_loses_no_job(pool: PgPool) {
         &[("QUIZWORKER_OUTBOX__URL", &platform.url)],
     );
     let ids = platform.enqueue(500, "diag.noop", "{}").await;
-    let start = Instant::now();
-    while platform.unrelayed().await > 0 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "not relayed:\n{}",
-            relay.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("every row relayed", DEADLINE, async || {
+        let left = platform.unrelayed().await;
+        seen(left == 0, || {
+            format!("{left} are not\n{}", relay.log_text())
+        })
+    })
+    .await;
     let _: () = env.redis_cmd(&redis::cmd("FLUSHALL")).await;
 
     env.cli_ok(&["recover"]);

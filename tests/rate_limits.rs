@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{DEADLINE, Daemon, OwnRedis, TestEnv, http_get};
+use common::{DEADLINE, Daemon, OwnRedis, TestEnv, http_get, seen, wait_until};
 use quizworker::runtime::queue;
 use quizworker::runtime::rate_limit::{Meter, RateLimits};
 use quizworker_jobs::Queue;
@@ -14,19 +14,6 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 const RATE_VAR: &str = "QUIZWORKER_QUEUES__DEFAULT__RATE";
-
-/// Waits until `check` says yes, failing the test after [`DEADLINE`] with `what`.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "{what} within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The value of one series in `/metrics`' text.
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -53,12 +40,12 @@ async fn two_daemons_share_one_rate_through_redis(pool: PgPool) {
             .expect("enqueue");
     }
 
-    wait_until(&format!("{JOBS} jobs completed"), || async {
+    wait_until(&format!("{JOBS} jobs completed"), DEADLINE, async || {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
             .fetch_one(&env.pool)
             .await
             .unwrap();
-        done == JOBS as i64
+        seen(done == JOBS as i64, || format!("{done} are"))
     })
     .await;
 
@@ -129,9 +116,9 @@ async fn two_daemons_share_one_rate_through_redis(pool: PgPool) {
 
     // An idle limit leaves nothing behind in Redis.
     let key = format!("{}rate:default", env.prefix);
-    wait_until(&format!("{key} expired"), || async {
+    wait_until(&format!("{key} expired"), DEADLINE, async || {
         let exists: bool = env.redis_cmd(redis::cmd("EXISTS").arg(&key)).await;
-        !exists
+        seen(!exists, || "it is there".into())
     })
     .await;
 }

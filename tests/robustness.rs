@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestEnv;
+use common::{DEADLINE, TestEnv, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -183,15 +183,15 @@ async fn a_job_that_keeps_killing_its_process_ends_failed(pool: PgPool) {
     let id = env.enqueue("diag.sleep", r#"{"ms": 20000}"#, &["--max-attempts", "2"]);
     for attempt in 1..=2 {
         let mut daemon = env.spawn_daemon(&[]);
-        let start = std::time::Instant::now();
-        while env.job(&id).await.map(|j| (j.state, j.attempts)) != Some(("running".into(), attempt))
-        {
-            assert!(
-                start.elapsed() < common::DEADLINE,
-                "attempt {attempt} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            &format!("attempt {attempt} running"),
+            DEADLINE,
+            async || match env.job(&id).await {
+                Some(job) if job.state == "running" && job.attempts == attempt => Ok(()),
+                job => Err(format!("it is {job:?}")),
+            },
+        )
+        .await;
         daemon.signal("KILL");
         daemon.wait_exit(Duration::from_secs(5));
     }
@@ -255,10 +255,9 @@ async fn a_worker_that_keeps_dying_makes_the_process_exit_non_zero(pool: PgPool)
 #[sqlx::test]
 async fn a_paused_queue_takes_no_jobs_until_resumed(pool: PgPool) {
     let env = TestEnv::new(pool).await;
-    let _daemon = env.spawn_daemon(&[]);
+    let daemon = env.spawn_daemon(&[]);
     env.cli_ok(&["queues", "pause", "default"]);
-    // The daemon checks every 100 ms here (pause_check_interval); a second is the promise.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.wait_for_log("queue paused by an operator");
     let id = env.enqueue("diag.noop", "{}", &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

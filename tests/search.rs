@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv};
+use common::{DEADLINE, Daemon, FAST_CONFIG, OwnRedis, TestEnv, seen, wait_until};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -557,11 +557,11 @@ async fn a_rebuild_waits_for_the_one_under_way_without_using_up_its_attempts(poo
         .env
         .enqueue("index.rebuild", r#"{"index": "questions"}"#, &[]);
     // As many waits as the queue's 3 attempts, and the job still waits: none was a failure.
-    let start = Instant::now();
-    while t.env.attempts(&rebuild).await.len() < 3 {
-        assert!(start.elapsed() < DEADLINE, "{}", t.env.daemon_logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("3 attempts", DEADLINE, async || {
+        let attempts = t.env.attempts(&rebuild).await;
+        seen(attempts.len() >= 3, || format!("{attempts:?}"))
+    })
+    .await;
     let job = t.env.job(&rebuild).await.unwrap();
     assert_eq!(job.state, "scheduled", "{job:?}");
     for attempt in t.env.attempts(&rebuild).await {
@@ -611,11 +611,7 @@ async fn redis_connections_killed_mid_rebuild_run_it_once(pool: PgPool) {
     let rebuild = t
         .env
         .enqueue("index.rebuild", r#"{"index": "questions"}"#, &[]);
-    let start = Instant::now();
-    while t.env.job(&rebuild).await.map(|j| j.progress).unwrap_or(0) < 10 {
-        assert!(start.elapsed() < DEADLINE, "{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.env.wait_for_progress(&rebuild, 10).await;
     t.env.kill_redis_connections().await;
     daemon.wait_for_log("the worker died");
     let during = t.upsert(json!([question(

@@ -659,15 +659,7 @@ async fn an_upsert_during_a_rebuild_goes_to_both_indexes_and_survives_the_swap(p
     std::fs::write(t.env.dir.path().join("config.toml"), config).unwrap();
     let _daemon = t.daemon();
     let rebuild = t.enqueue("index.rebuild", json!({"index": "questions"}));
-    let start = std::time::Instant::now();
-    while t.env.job(&rebuild).await.map(|j| j.progress).unwrap_or(0) < 10 {
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "{}",
-            t.env.daemon_logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    t.env.wait_for_progress(&rebuild, 10).await;
     let during = t.enqueue("index.upsert", json!({"index": "questions",
         "documents": [question("p60", 99, "Written during the rebuild"), question("new", 1, "New")]}));
     t.env.wait_for_state(&during, "completed").await;

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, TestEnv};
+use common::{DEADLINE, TestEnv, seen, wait_until};
 use futures::StreamExt;
 use quizworker_jobs::ENQUEUE_SCRIPT;
 use serde_json::{Value, json};
@@ -151,18 +151,11 @@ async fn a_job_enqueued_with_the_script_shows_as_waiting_at_once(pool: PgPool) {
     // once the journal has its job (a note is never deleted before), so a moment after the view
     // shows it.
     let arrivals = format!("{}:arrivals", env.queue("default"));
-    let start = Instant::now();
-    loop {
+    wait_until(&format!("{arrivals} emptied"), DEADLINE, async || {
         let left: i64 = env.redis_cmd(redis::cmd("XLEN").arg(&arrivals)).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{left} arrival notes still in {arrivals} after {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        seen(left == 0, || format!("{left} notes are left"))
+    })
+    .await;
 
     // A worker of the default queue then runs it, once.
     let _worker = env.spawn_daemon(&["--queues", "default"]);

@@ -6,9 +6,9 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{DEADLINE, TestEnv};
+use common::{DEADLINE, TestEnv, seen, wait_until};
 use quizworker_jobs::ENQUEUE_SCRIPT;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -48,19 +48,15 @@ fn deliveries(env: &TestEnv, job: &str) -> Vec<Value> {
 
 /// Waits until every delivery of `job` (at least `count`) is settled, and returns them.
 async fn settled(env: &TestEnv, job: &str, count: usize) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
+    let what = format!("{count} deliveries of {job} settled");
+    wait_until(&what, DEADLINE, async || {
         let rows = deliveries(env, job);
-        if rows.len() >= count && rows.iter().all(|d| d["state"] != "pending") {
-            return rows;
+        match rows.len() >= count && rows.iter().all(|d| d["state"] != "pending") {
+            true => Ok(rows),
+            false => Err(format!("they are {rows:#?}\n{}", env.daemon_logs())),
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "deliveries of {job}: {rows:#?}\n{}",
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn header<'a>(request: &'a Request, name: &str) -> &'a str {
@@ -332,23 +328,22 @@ async fn a_pruned_job_takes_its_deliveries_with_it(pool: PgPool) {
 
     let id = env.enqueue("diag.noop", "{}", &[]);
     assert_eq!(settled(&env, &id, 1).await[0]["state"], "delivered");
-    let start = Instant::now();
-    loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = $1")
-                .bind(&id)
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-        if left == 0 && env.job(&id).await.is_none() {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "job {id} or its {left} deliveries still there\n{}",
-            env.daemon_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        &format!("job {id} and its deliveries deleted"),
+        DEADLINE,
+        async || {
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = $1")
+                    .bind(&id)
+                    .fetch_one(&env.pool)
+                    .await
+                    .unwrap();
+            let job = env.job(&id).await;
+            seen(left == 0 && job.is_none(), || {
+                format!("{left} deliveries, job {job:?}\n{}", env.daemon_logs())
+            })
+        },
+    )
+    .await;
     assert!(deliveries(&env, &id).is_empty());
 }

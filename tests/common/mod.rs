@@ -26,6 +26,32 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quizworker");
 /// How long any wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Polls `check` until it gives `Ok`, and returns that; the test fails once `within` has
+/// passed, with `what` was awaited and what the last check saw (its `Err`). Every wait of the
+/// tests on a condition goes through here: never a sleep in the hope that it is long enough.
+pub async fn wait_until<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                start.elapsed() < within,
+                "{what}: not so after {within:?}; {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `Ok(())` if `done`, else what was seen: for [`wait_until`]'s checks.
+pub fn seen(done: bool, seen: impl FnOnce() -> String) -> Result<(), String> {
+    if done { Ok(()) } else { Err(seen()) }
+}
+
 pub struct TestEnv {
     pub pool: PgPool,
     pub database_url: String,
@@ -217,21 +243,28 @@ impl TestEnv {
 
     /// Waits until the job is in `state` and returns it.
     pub async fn wait_for_state(&self, id: &str, state: &str) -> JobRow {
-        let start = Instant::now();
-        loop {
-            let job = self.job(id).await;
-            if let Some(job) = &job
-                && job.state == state
-            {
-                return job.clone();
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "job {id} did not reach {state} in {DEADLINE:?}; it is {job:?}\n{}",
-                self.daemon_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            &format!("job {id} in {state}"),
+            DEADLINE,
+            async || match self.job(id).await {
+                Some(job) if job.state == state => Ok(job),
+                job => Err(format!("it is {job:?}\n{}", self.daemon_logs())),
+            },
+        )
+        .await
+    }
+
+    /// Waits until the job has reported at least `percent` progress (it is under way).
+    pub async fn wait_for_progress(&self, id: &str, percent: i16) -> JobRow {
+        wait_until(
+            &format!("job {id} at {percent}%"),
+            DEADLINE,
+            async || match self.job(id).await {
+                Some(job) if job.progress >= percent => Ok(job),
+                job => Err(format!("it is {job:?}\n{}", self.daemon_logs())),
+            },
+        )
+        .await
     }
 
     /// Every daemon log of this test, for a failure message.
