@@ -149,7 +149,9 @@ async fn wait_for_export(pg: &PgPool, job: &str, state: &str, waiting: &Waiting<
     .fetch_optional(pg)
     .await;
     let waited = match waited {
-        Ok(seconds) => Duration::from_secs_f64(seconds.unwrap_or_default().max(0.0)),
+        // The producer stamped `created_at`: an absurd one must not panic the handler.
+        Ok(seconds) => Duration::try_from_secs_f64(seconds.unwrap_or_default().max(0.0))
+            .unwrap_or(Duration::MAX),
         Err(e) => return JobError::Transient(format!("could not read the email's own job: {e}")),
     };
     let reason = format!("export job `{job}` is {state}: waiting for its file");
